@@ -55,13 +55,18 @@ class LSTMCell(nn.Module):
     def forward(self, x: Tensor, state: State | None = None) -> State:
         check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=self.W_ii, name="x")
         h, c = check_state(state, (x.shape[0], self.hidden_size), like=x)
+        i, f, g, o = self.gates(x, h)
+        c_next = f * c + i * g
+        h_next = o * torch.tanh(c_next)
+        return h_next, c_next
+
+    def gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The input gate i, forget gate f, cell candidate g and output gate o for input x and state h."""
         i = torch.sigmoid(x @ self.W_ii.T + h @ self.W_hi.T + self.b_i)
         f = torch.sigmoid(x @ self.W_if.T + h @ self.W_hf.T + self.b_f)
         g = torch.tanh(x @ self.W_ig.T + h @ self.W_hg.T + self.b_g)
         o = torch.sigmoid(x @ self.W_io.T + h @ self.W_ho.T + self.b_o)
-        c_next = f * c + i * g
-        h_next = o * torch.tanh(c_next)
-        return h_next, c_next
+        return i, f, g, o
 
     def reset_parameters(self) -> None:
         # PyTorch's initialization, so that this cell and nn.LSTMCell start from the same distribution.
@@ -94,8 +99,9 @@ class LSTMCell(nn.Module):
 
     def to_torch(self) -> nn.LSTMCell:
         """A `torch.nn.LSTMCell` computing exactly what this cell computes."""
-        like = {"device": self.W_ii.device, "dtype": self.W_ii.dtype}
-        cell = nn.LSTMCell(self.input_size, self.hidden_size, **like)
+        cell = nn.LSTMCell(self.input_size, self.hidden_size, device="meta", dtype=self.W_ii.dtype)
+        # Made on the meta device and filled here: no random initialization, so no draw from the RNG.
+        cell = cell.to_empty(device=self.W_ii.device)
         with torch.no_grad():
             cell.weight_ih.copy_(self.torch_weight_ih())
             cell.weight_hh.copy_(self.torch_weight_hh())
@@ -253,9 +259,9 @@ class LSTM(nn.Module):
             self.hidden_size,
             self.num_layers,
             batch_first=self.batch_first,
-            device=like.device,
+            device="meta",
             dtype=like.dtype,
-        )
+        ).to_empty(device=like.device)
         with torch.no_grad():
             for layer, cell in enumerate(self.cells):
                 getattr(lstm, f"weight_ih_l{layer}").copy_(cell.torch_weight_ih())

@@ -1,0 +1,232 @@
+"""What both experiments share: settings, seeding, the device, the model, safe writes and the report.
+
+`binary_counting.py` and `sine_wave_prediction.py` each read top to bottom on their own; the pieces
+here are the ones they would otherwise both have to write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lstm_cell import LSTM
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+CELLS = ("custom", "torch")
+INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a program stopped by Ctrl-C
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command-line settings. Each check runs while arguments are parsed, so a bad value is a usage error
+# (exit status 2) before anything is trained or written.
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def available_device(text: str) -> torch.device:
+    try:
+        return resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, default_out_dir: str = "figures") -> None:
+    """--seed, --device, --cell, --compile, --quiet and --out-dir, the same in every script."""
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--device",
+        type=available_device,
+        default="auto",
+        metavar="{" + ",".join(DEVICES) + "}",
+        help="where to train; auto picks a GPU when there is one (default: auto)",
+    )
+    parser.add_argument(
+        "--cell",
+        choices=CELLS,
+        default="custom",
+        help="custom: the hand-written LSTM; torch: torch.nn.LSTM from the same initial weights",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="run the model through torch.compile (compile time reported)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path(default_out_dir),
+        help=f"where the figures and the JSON results go (default: {default_out_dir}/)",
+    )
+
+
+def config_of(args: argparse.Namespace) -> dict:
+    """The settings of a run as plain JSON values."""
+    return {
+        key: value if isinstance(value, (bool, int, float, list)) else str(value)
+        for key, value in vars(args).items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reproducibility and the device.
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every random number generator a run draws from, so the same seed gives the same run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch.device for a name in DEVICES; ValueError for a device this machine does not have."""
+    name = str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if name not in available:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+    if not available[name]:
+        raise ValueError(f"device {name!r} was asked for, but this machine has none")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model both experiments train: an LSTM and a linear head on its last hidden state.
+
+
+class LastStepRegressor(nn.Module):
+    """Reads a sequence (batch, seq_len, input_size) and predicts one number per sequence."""
+
+    def __init__(self, lstm: nn.Module) -> None:
+        super().__init__()
+        self.lstm = lstm
+        self.head = nn.Linear(lstm.hidden_size, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        output, _ = self.lstm(x)
+        return self.head(output[:, -1]).squeeze(-1)
+
+
+def build_model(
+    cell: str, hidden_size: int, device: torch.device, *, input_size: int = 1
+) -> LastStepRegressor:
+    """The model with the hand-written LSTM, or with torch.nn.LSTM holding the very same initial weights.
+
+    Both choices draw the same random numbers, so `--cell custom` and `--cell torch` with one seed
+    start from one point and any difference between their runs comes from the LSTMs themselves.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    model = LastStepRegressor(LSTM(input_size, hidden_size, batch_first=True))
+    if cell == "torch":
+        model.lstm = model.lstm.to_torch()
+    return model.to(device)
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """torch.compile(model); RuntimeError naming the reason where this platform cannot compile."""
+    if not hasattr(torch, "compile"):
+        raise RuntimeError(
+            f"--compile needs torch.compile (PyTorch ≥ 2.0), this is PyTorch {torch.__version__}"
+        )
+    return torch.compile(model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output: written beside the target, then renamed, so a reader never sees a half-written file.
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_json(data: dict, path: Path) -> None:
+    write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    path = Path(path)
+    write_atomically(path, lambda partial: figure.savefig(partial, format=path.suffix.lstrip("."), dpi=110))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Progress and the report.
+
+
+def progress(iterable: Iterable, *, quiet: bool, description: str, total: int | None = None) -> Iterable:
+    """A progress bar on a terminal; nothing when quiet or when the output goes to a file or pipe."""
+    hidden = quiet or not sys.stderr.isatty()
+    return tqdm(iterable, desc=description, total=total, leave=False, disable=hidden, unit="batch")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def run_until_interrupted(train: Callable[[list[dict]], object], report: Callable[[list[dict]], str]) -> int:
+    """Run `train(history)`; on Ctrl-C stop with one line, the report of the finished epochs, status 130.
+
+    `train` appends one dict per finished epoch to `history` and writes its files after each, so an
+    interrupted run keeps every finished epoch.
+    """
+    history: list[dict] = []
+    try:
+        train(history)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: stopped after {len(history)} finished epoch(s).", file=sys.stderr)
+        if history:
+            print(report(history))
+        return INTERRUPTED_EXIT_STATUS
+    return 0
