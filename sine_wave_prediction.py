@@ -1,0 +1,279 @@
+"""Forecast the held-out end of a sine wave with the hand-written LSTM.
+
+The series is y = sin(2πt/40) for t = 0 … 799. The model sees the first 760 points as sliding windows
+of 40, each labelled with the point that follows it, and learns to predict one step ahead. After each
+epoch it forecasts the last 40 points autoregressively: it starts from the last 40 training points,
+predicts the next one, appends that prediction to its input, slides the window and repeats, so from
+the second step on it reads its own output. The test loss is the MSE of that forecast against the
+held-out true values y[760:800].
+
+    python sine_wave_prediction.py                   # the published settings
+    python sine_wave_prediction.py --cell torch      # the same run with torch.nn.LSTM
+
+Writes sine_epoch{N}.png for each --plot-epochs N, sine_loss.png and sine_wave.json to --out-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from experiment_utils import (
+    add_common_arguments,
+    build_model,
+    compile_model,
+    config_of,
+    markdown_table,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    progress,
+    resolve_device,
+    run_until_interrupted,
+    save_figure,
+    save_json,
+    seed_everything,
+)
+
+NUM_POINTS = 800  # t = 0 … 799
+PERIOD = 40  # points per sine period
+HELD_OUT = 40  # the last HELD_OUT points are never trained on; the forecast predicts them
+TRAIN_POINTS = NUM_POINTS - HELD_OUT
+PLOT_EPOCHS = (0, 2, 9)  # the published figures: after the first, the third and the last epoch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The settings of a run; the defaults are the published ones. Bad values exit with status 2."""
+    parser = argparse.ArgumentParser(
+        description="Forecast the held-out end of a sine wave with the hand-written LSTM."
+    )
+    default = " (default: %(default)s)"
+    parser.add_argument("--window", type=positive_int, default=40, help="points per input window" + default)
+    parser.add_argument("--hidden-size", type=positive_int, default=50, help="LSTM hidden units" + default)
+    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the windows" + default)
+    parser.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate" + default)
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="windows per SGD step" + default)
+    parser.add_argument(
+        "--plot-epochs",
+        type=non_negative_int,
+        nargs="*",
+        metavar="EPOCH",
+        help="zero-based epochs to draw as sine_epoch{N}.png "
+        f"(default: those of {' '.join(map(str, PLOT_EPOCHS))} inside the run)",
+    )
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+
+    if args.window >= TRAIN_POINTS:
+        parser.error(f"--window must be below the {TRAIN_POINTS} training points, got {args.window}")
+    if args.plot_epochs is None:
+        args.plot_epochs = [epoch for epoch in PLOT_EPOCHS if epoch < args.epochs]
+    outside = [epoch for epoch in args.plot_epochs if epoch >= args.epochs]
+    if outside:
+        parser.error(
+            f"--plot-epochs {' '.join(map(str, outside))} outside this run's epochs 0 … {args.epochs - 1}"
+        )
+    args.plot_epochs = sorted(set(args.plot_epochs))
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
+def make_series(num_points: int = NUM_POINTS, period: float = PERIOD) -> Tensor:
+    """y = sin(2πt/period) for t = 0 … num_points - 1, as a float32 tensor of shape (num_points,)."""
+    t = torch.arange(num_points, dtype=torch.float64)
+    return torch.sin(2 * math.pi * t / period).float()
+
+
+def make_windows(series: Tensor, window: int) -> TensorDataset:
+    """Every run of `window` consecutive points, x (N, window, 1), with the point after it, y (N,)."""
+    runs = series.unfold(0, window + 1, 1)  # (N, window + 1): each window followed by its target
+    return TensorDataset(runs[:, :window].unsqueeze(-1).clone(), runs[:, window].clone())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Forecast
+
+
+@torch.no_grad()
+def forecast(model: nn.Module, seed_window: Tensor, steps: int) -> Tensor:
+    """Predict `steps` points after `seed_window`, each from a window that ends in the previous predictions.
+
+    seed_window holds the last known points, shape (window,) or (window, 1), on the model's device.
+    Returns the `steps` predictions as a CPU tensor of shape (steps,).
+    """
+    window = seed_window.reshape(-1)
+    predictions = []
+    for _ in range(steps):
+        next_point = model(window.view(1, -1, 1)).reshape(1)
+        predictions.append(next_point)
+        window = torch.cat((window[1:], next_point))
+    return torch.cat(predictions).cpu()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class SineResult:
+    model: nn.Module
+    history: list[dict]  # one {"epoch", "train_loss", "test_loss", "seconds"} per finished epoch
+    series: Tensor  # the whole true signal, (NUM_POINTS,)
+    forecasts: dict[int, Tensor] = field(default_factory=dict)  # epoch → its HELD_OUT forecast values
+    compile_seconds: float | None = None  # the first training step under --compile
+
+
+def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineResult:
+    """Train with the settings `args`; after each epoch forecast the held-out points and write the outputs.
+
+    Each finished epoch is appended to `history` (a new list when None) as soon as it ends, so a caller
+    that is interrupted keeps every finished epoch.
+    """
+    history = [] if history is None else history
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    series = make_series()
+    train_series, held_out = series[:TRAIN_POINTS], series[TRAIN_POINTS:]
+    windows = make_windows(train_series, args.window)
+    loader = DataLoader(
+        windows,
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+
+    model = build_model(args.cell, args.hidden_size, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    # Only training steps run compiled; the forecast uses the same parameters uncompiled, so that its
+    # single windows without gradients cause no recompilation.
+    train_model = compile_model(model) if args.compile else model
+    seed_window = train_series[-args.window :].to(device)
+    result = SineResult(model=model, history=history, series=series)
+
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        total_loss = torch.zeros((), device=device)
+        for x, y in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
+            step_start = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            loss = nn.functional.mse_loss(train_model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.detach() * len(y)
+            if args.compile and result.compile_seconds is None:
+                loss.item()  # waits for the device, so the time includes the whole first step
+                result.compile_seconds = time.perf_counter() - step_start
+        train_loss = total_loss.item() / len(windows)
+
+        predicted = forecast(model, seed_window, HELD_OUT)
+        test_loss = nn.functional.mse_loss(predicted, held_out).item()
+        seconds = time.perf_counter() - start
+        result.forecasts[epoch] = predicted
+        history.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds})
+        if not args.quiet:
+            print(
+                f"Epoch {epoch}/{args.epochs} | {seconds:.1f}s | "
+                f"Train Loss {train_loss:.4f} | Test Loss {test_loss:.4f}",
+                flush=True,
+            )
+        write_outputs(args, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+def write_outputs(args: argparse.Namespace, result: SineResult) -> None:
+    """The figures of the epochs finished so far, then sine_wave.json; each file replaced atomically."""
+    last = result.history[-1]
+    if last["epoch"] in args.plot_epochs:
+        figure = forecast_figure(result.series, result.forecasts[last["epoch"]], last, args.window)
+        save_figure(figure, args.out_dir / f"sine_epoch{last['epoch']}.png")
+    save_figure(loss_figure(result.history), args.out_dir / "sine_loss.png")
+    results = {"config": config_of(args), "epochs": result.history, "forecast": last_forecast(result)}
+    if result.compile_seconds is not None:
+        results["compile_seconds"] = result.compile_seconds
+    save_json(results, args.out_dir / "sine_wave.json")
+
+
+def last_forecast(result: SineResult) -> list[float]:
+    return result.forecasts[result.history[-1]["epoch"]].tolist()
+
+
+def forecast_figure(series: Tensor, predicted: Tensor, epoch: dict, window: int) -> Figure:
+    """The true signal with the forecast over the held-out points; below, a close-up of the forecast."""
+    t = torch.arange(len(series))
+    seed_start, end = TRAIN_POINTS - window, len(series)
+    figure = Figure(figsize=(10, 6.4), layout="constrained")
+    whole, close_up = figure.subplots(2, 1, height_ratios=(1, 1.3))
+    for ax in (whole, close_up):
+        ax.axvspan(seed_start - 0.5, TRAIN_POINTS - 0.5, color="C0", alpha=0.12, lw=0, label="seed window")
+        ax.axvspan(TRAIN_POINTS - 0.5, end - 0.5, color="0.88", lw=0, label="held out")
+        ax.plot(t[:TRAIN_POINTS], series[:TRAIN_POINTS], color="C0", lw=1.2, label="training points")
+        ax.plot(t[TRAIN_POINTS:], series[TRAIN_POINTS:], color="k", lw=1.2, ls="--", label="held-out truth")
+        ax.plot(t[TRAIN_POINTS:], predicted, color="C3", lw=1.5, marker="o", ms=3, label="forecast")
+        ax.set_ylim(-1.5, 1.5)
+        ax.set_ylabel("y")
+    whole.set_title(f"The whole signal, y = sin(2πt/{PERIOD})", fontsize=10)
+    close_up.set_xlim(seed_start - 0.5, end - 0.5)
+    close_up.set_xlabel("t")
+    close_up.set_title(
+        f"Close-up: from the last {window} training points, each forecast point is predicted "
+        "from a window that ends in the previous predictions",
+        fontsize=10,
+    )
+    figure.legend(*whole.get_legend_handles_labels(), loc="outside lower center", ncol=5)
+    figure.suptitle(
+        f"Epoch {epoch['epoch']}: train loss {epoch['train_loss']:.2g}, "
+        f"test loss (MSE of the {len(predicted)}-point forecast) {epoch['test_loss']:.2g}"
+    )
+    return figure
+
+
+def loss_figure(history: list[dict]) -> Figure:
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
+    ax.semilogy(epochs, [row["train_loss"] for row in history], marker="o", label="train: one-step MSE")
+    ax.semilogy(epochs, [row["test_loss"] for row in history], marker="o", label="test: forecast MSE")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (log scale)")
+    ax.set_title("Sine wave: loss per epoch")
+    ax.legend()
+    return figure
+
+
+def report(history: list[dict]) -> str:
+    rows = [(row["epoch"], f"{row['train_loss']:.4f}", f"{row['test_loss']:.4f}") for row in history]
+    return markdown_table(("Epoch", "Train Loss", "Test Loss"), rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run(history: list[dict]) -> None:
+        result = train(args, history)
+        print(report(history))
+        if result.compile_seconds is not None:
+            print(f"torch.compile: the first training step took {result.compile_seconds:.1f}s")
+
+    return run_until_interrupted(run, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
