@@ -157,12 +157,16 @@ def build_model(
 
     Both choices draw the same random numbers, so `--cell custom` and `--cell torch` with one seed
     start from one point and any difference between their runs comes from the LSTMs themselves.
+    torch.nn.LSTM adds two biases per gate where ours has one; its second bias (zero after
+    `to_torch`) is frozen, or the optimizer would move the gate's total bias twice as fast.
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
     model = LastStepRegressor(LSTM(input_size, hidden_size, batch_first=True))
     if cell == "torch":
         model.lstm = model.lstm.to_torch()
+        for layer in range(model.lstm.num_layers):
+            getattr(model.lstm, f"bias_hh_l{layer}").requires_grad_(False)
     return model.to(device)
 
 

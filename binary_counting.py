@@ -1,0 +1,424 @@
+"""Binary counting: an LSTM reads a sequence of random bits and predicts how many of them are ones.
+
+A running sum is enough to solve it: a cell state that adds one for every 1 it reads. The model is
+the project's hand-written LSTM with a linear head on its last hidden state, trained as a regression
+with the mean squared error; a prediction counts as correct when it rounds to the true count. After
+training, sequences of other lengths ask whether the model learned such a sum or something that
+only works at the training length.
+
+    python binary_counting.py                 # the published settings, figures and JSON in figures/
+    python binary_counting.py --cell torch    # the same run with torch.nn.LSTM from the same weights
+    python binary_counting.py --help
+
+Importable: `train(parse_args([]))` runs the experiment and returns a `BinaryCountingResult`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from experiment_utils import (
+    add_common_arguments,
+    build_model,
+    compile_model,
+    config_of,
+    markdown_table,
+    positive_float,
+    positive_int,
+    progress,
+    resolve_device,
+    run_until_interrupted,
+    save_figure,
+    save_json,
+    seed_everything,
+)
+
+FIGURE_NAME = "train_binary.png"
+JSON_NAME = "binary_counting.json"
+EVALUATION_BATCH_SIZE = 1000  # no gradients are kept while evaluating, so large batches cost little
+
+# ---------------------------------------------------------------------------------------------------
+# Settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The settings of a run; the defaults are the published ones. Bad values exit with status 2."""
+    parser = argparse.ArgumentParser(
+        description="Train an LSTM to count the ones in a sequence of random bits.",
+    )
+    default = " (default: %(default)s)"
+    parser.add_argument("--seq-len", type=positive_int, default=20, help="bits per sequence" + default)
+    parser.add_argument(
+        "--train-samples", type=positive_int, default=10000, help="training sequences" + default
+    )
+    parser.add_argument(
+        "--valid-samples",
+        type=positive_int,
+        default=1000,
+        help="validation sequences, a separate draw; also the size of each length-generalization set"
+        + default,
+    )
+    parser.add_argument("--hidden-size", type=positive_int, default=20, help="LSTM hidden units" + default)
+    parser.add_argument("--epochs", type=positive_int, default=20, help="passes over the data" + default)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=16, help="sequences per Adam step" + default
+    )
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate" + default)
+    parser.add_argument(
+        "--lengths",
+        type=positive_int,
+        nargs="+",
+        default=[10, 20, 40],
+        metavar="LENGTH",
+        help="sequence lengths tested after training: does counting generalize? (default: 10 20 40)",
+    )
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    args.lengths = sorted(set(args.lengths))
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+
+
+def make_dataset(num_samples: int, seq_len: int, generator: torch.Generator) -> TensorDataset:
+    """x: (num_samples, seq_len, 1) bits, 0 or 1 with equal chance; y: (num_samples,) the number of ones."""
+    bits = torch.randint(0, 2, (num_samples, seq_len, 1), generator=generator).float()
+    counts = bits.sum(dim=(1, 2))
+    return TensorDataset(bits, counts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: TensorDataset, batch_size: int) -> Tensor:
+    """The model's predicted count for every sequence of `dataset`, in order, as a CPU tensor."""
+    device = next(model.parameters()).device
+    model.eval()
+    inputs = dataset.tensors[0]
+    return torch.cat([model(batch.to(device)).cpu() for batch in inputs.split(batch_size)])
+
+
+def score(predictions: Tensor, counts: Tensor) -> tuple[float, float]:
+    """(MSE loss, accuracy): accuracy is the fraction of predictions that round to the true count."""
+    loss = nn.MSELoss()(predictions, counts).item()
+    accuracy = (predictions.round() == counts).float().mean().item()
+    return loss, accuracy
+
+
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int) -> tuple[float, float]:
+    """(MSE loss, accuracy fraction) of `model` on `dataset`."""
+    return score(predict(model, dataset, batch_size), dataset.tensors[1])
+
+
+def length_generalization(
+    model: nn.Module,
+    lengths: list[int],
+    num_samples: int,
+    generator: torch.Generator,
+    *,
+    batch_size: int = EVALUATION_BATCH_SIZE,
+) -> dict[str, dict]:
+    """{"<length>": {"accuracy", "loss", "mean_prediction_by_count"}} on fresh sequences of each length.
+
+    mean_prediction_by_count maps each true count that occurs ("0", "1", …) to the mean prediction
+    for it, which shows *how* the model errs where it does, not only how often.
+    """
+    results = {}
+    for length in lengths:
+        dataset = make_dataset(num_samples, length, generator)
+        predictions, counts = predict(model, dataset, batch_size), dataset.tensors[1]
+        loss, accuracy = score(predictions, counts)
+        mean_prediction_by_count = {
+            str(int(count)): predictions[counts == count].mean().item() for count in counts.unique()
+        }
+        results[str(length)] = {
+            "accuracy": accuracy,
+            "loss": loss,
+            "mean_prediction_by_count": mean_prediction_by_count,
+        }
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class BinaryCountingResult:
+    """What a run produces; the files in --out-dir are drawn from it after every epoch."""
+
+    model: nn.Module
+    history: list[dict]
+    valid_dataset: TensorDataset
+    predictions_before: Tensor
+    predictions_after: Tensor
+    length_generalization: dict[str, dict] = field(default_factory=dict)
+    compile_seconds: float | None = None  # the first training step under --compile, which compiles
+
+
+def train(args: argparse.Namespace, history: list[dict] | None = None) -> BinaryCountingResult:
+    """Train with the settings `args`; append one dict per finished epoch to `history`.
+
+    Both output files are rewritten after every epoch, so an interrupted run keeps what it finished.
+    """
+    history = [] if history is None else history
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+
+    # Data and shuffling draw from their own generators, the weights from the global one: the same
+    # seed gives the same data and batches with either --cell.
+    data_generator = torch.Generator().manual_seed(args.seed)
+    train_dataset = make_dataset(args.train_samples, args.seq_len, data_generator)
+    valid_dataset = make_dataset(args.valid_samples, args.seq_len, data_generator)
+    shuffle_generator = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
+
+    model = build_model(args.cell, args.hidden_size, device)
+    loss_function = nn.MSELoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    predictions_before = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
+    result = BinaryCountingResult(model, history, valid_dataset, predictions_before, predictions_before)
+    # Only training steps run compiled; evaluation uses the same parameters uncompiled, so that
+    # other batch sizes and sequence lengths cause no recompilation.
+    train_model = compile_model(model) if args.compile else model
+
+    for epoch in range(args.epochs):
+        start = time.perf_counter()
+        model.train()
+        batch_losses, batch_accuracies = [], []
+        for x, y in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
+            step_start = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            prediction = train_model(x)
+            loss = loss_function(prediction, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            batch_losses.append(loss.detach())
+            batch_accuracies.append((prediction.detach().round() == y).float().mean())
+            if args.compile and result.compile_seconds is None:
+                loss.item()  # waits for the device, so the time includes the whole first step
+                result.compile_seconds = time.perf_counter() - step_start
+        train_loss = torch.stack(batch_losses).mean().item()
+        train_accuracy = torch.stack(batch_accuracies).mean().item()
+
+        result.predictions_after = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
+        valid_loss, valid_accuracy = score(result.predictions_after, valid_dataset.tensors[1])
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "valid_loss": valid_loss,
+                "valid_accuracy": valid_accuracy,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        if not args.quiet:
+            print(epoch_line(history[-1], args.epochs), flush=True)
+        save_outputs(args, result)
+
+    result.length_generalization = length_generalization(
+        model, args.lengths, args.valid_samples, data_generator
+    )
+    save_outputs(args, result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report: the printed lines and tables, the JSON and the figure
+
+
+def format_loss(loss: float) -> str:
+    """Two decimals from 1 up (23.02), two significant digits below (0.031, 0.0062)."""
+    return f"{loss:.2f}" if loss >= 1 else f"{loss:.2g}"
+
+
+def format_accuracy(accuracy: float) -> str:
+    return f"{100 * accuracy:.2f}%"
+
+
+def epoch_line(epoch: dict, epochs: int) -> str:
+    train = (
+        f"Train Loss {format_loss(epoch['train_loss'])} Accuracy {format_accuracy(epoch['train_accuracy'])}"
+    )
+    valid = (
+        f"Valid Loss {format_loss(epoch['valid_loss'])} Accuracy {format_accuracy(epoch['valid_accuracy'])}"
+    )
+    return f"Epoch {epoch['epoch']}/{epochs} | {epoch['seconds']:.1f}s | {train} | {valid}"
+
+
+def report(history: list[dict]) -> str:
+    """The per-epoch results as a markdown table in the published format."""
+    header = ("Epoch", "Train Loss", "Train Accuracy", "Valid Loss", "Valid Accuracy")
+    rows = [
+        (
+            epoch["epoch"],
+            format_loss(epoch["train_loss"]),
+            format_accuracy(epoch["train_accuracy"]),
+            format_loss(epoch["valid_loss"]),
+            format_accuracy(epoch["valid_accuracy"]),
+        )
+        for epoch in history
+    ]
+    return markdown_table(header, rows)
+
+
+def generalization_table(generalization: dict[str, dict]) -> str:
+    header = ("Sequence Length", "Loss", "Accuracy")
+    rows = [
+        (length, format_loss(scores["loss"]), format_accuracy(scores["accuracy"]))
+        for length, scores in generalization.items()
+    ]
+    return markdown_table(header, rows)
+
+
+def save_outputs(args: argparse.Namespace, result: BinaryCountingResult) -> None:
+    """Write the JSON and the figure of the run so far into args.out_dir, each atomically."""
+    out_dir = Path(args.out_dir)
+    results = {
+        "config": config_of(args),
+        "epochs": result.history,
+        "length_generalization": result.length_generalization,
+    }
+    if result.compile_seconds is not None:
+        results["compile_seconds"] = result.compile_seconds
+    save_json(results, out_dir / JSON_NAME)
+    save_figure(plot_results(args, result), out_dir / FIGURE_NAME)
+
+
+def plot_results(args: argparse.Namespace, result: BinaryCountingResult) -> Figure:
+    """Loss and accuracy per epoch, length generalization, and predicted vs true count before and after."""
+    figure = Figure(figsize=(16, 9.5), layout="constrained")
+    grid = figure.add_gridspec(2, 6)
+    loss_axes = figure.add_subplot(grid[0, 0:2])
+    accuracy_axes = figure.add_subplot(grid[0, 2:4])
+    generalization_axes = figure.add_subplot(grid[0, 4:6])
+    before_axes = figure.add_subplot(grid[1, 0:3])
+    after_axes = figure.add_subplot(grid[1, 3:6], sharex=before_axes, sharey=before_axes)
+    figure.suptitle(
+        f"An LSTM ({args.cell} cell, hidden size {args.hidden_size}) trained to count the ones "
+        f"in {args.seq_len} random bits",
+        fontsize=15,
+    )
+
+    epochs = [epoch["epoch"] for epoch in result.history]
+    for split, style in (("train", "o-"), ("valid", "s--")):
+        loss_axes.plot(epochs, [epoch[f"{split}_loss"] for epoch in result.history], style, label=split)
+        accuracies = [100 * epoch[f"{split}_accuracy"] for epoch in result.history]
+        accuracy_axes.plot(epochs, accuracies, style, label=split)
+    loss_axes.set(
+        yscale="log",
+        xlabel="epoch",
+        ylabel="mean squared error (log scale)",
+        title="Loss: squared distance between predicted and true count",
+    )
+    accuracy_axes.set(
+        ylim=(0, 102),
+        xlabel="epoch",
+        ylabel="accuracy (%)",
+        title="Accuracy: share of sequences whose rounded\nprediction equals the number of ones",
+    )
+    for axes, place in ((loss_axes, "upper right"), (accuracy_axes, "lower right")):
+        axes.legend(
+            title="train: mean over the epoch's batches\nvalid: after the epoch", loc=place, fontsize=9
+        )
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+
+    plot_generalization(generalization_axes, result.length_generalization, args.seq_len)
+
+    counts = result.valid_dataset.tensors[1]
+    plot_predictions(before_axes, counts, result.predictions_before, args.seq_len)
+    before_axes.set_title("Before training: predicted vs true count on the validation set")
+    plot_predictions(after_axes, counts, result.predictions_after, args.seq_len)
+    after_axes.set_title(
+        f"After {len(result.history)} epoch(s): predicted vs true count on the validation set"
+    )
+    after_axes.tick_params(labelleft=True)
+    return figure
+
+
+def plot_predictions(axes, counts: Tensor, predictions: Tensor, seq_len: int) -> None:
+    """One dot per sequence: true count (spread sideways so the dots do not hide each other) vs prediction."""
+    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, size=len(counts))
+    possible = np.arange(seq_len + 1)
+    # A prediction for count k is correct when it lies in [k - 0.5, k + 0.5]: one box per count.
+    axes.bar(
+        possible,
+        1,
+        bottom=possible - 0.5,
+        width=0.7,
+        color="tab:green",
+        alpha=0.2,
+        label="rounds to the true count",
+    )
+    axes.plot(possible, possible, color="tab:green", lw=1, label="prediction = true count")
+    axes.scatter(
+        counts.numpy() + jitter, predictions.numpy(), s=8, alpha=0.4, label="one validation sequence"
+    )
+    axes.set(xlabel="true number of ones", ylabel="predicted number of ones")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.legend(loc="upper left", fontsize=9)
+    axes.grid(alpha=0.3)
+
+
+def plot_generalization(axes, generalization: dict[str, dict], seq_len: int) -> None:
+    """Mean prediction per true count, one line per tested sequence length."""
+    axes.set(
+        title=f"Length generalization: trained on {seq_len} bits,\nhow does it count other lengths?",
+        xlabel="true number of ones",
+        ylabel="mean predicted number of ones",
+    )
+    axes.grid(alpha=0.3)
+    if not generalization:
+        axes.text(0.5, 0.5, "measured when training ends", ha="center", va="center", transform=axes.transAxes)
+        return
+    longest = max(int(length) for length in generalization)
+    axes.plot([0, longest], [0, longest], "k--", lw=1, label="prediction = true count")
+    for length, scores in generalization.items():
+        by_count = scores["mean_prediction_by_count"]
+        style = {"lw": 2.5} if int(length) == seq_len else {"lw": 1.2}
+        label = f"{length} bits: {format_accuracy(scores['accuracy'])} correct"
+        axes.plot(
+            [int(count) for count in by_count], list(by_count.values()), "o-", ms=3, label=label, **style
+        )
+    axes.legend(loc="upper left", fontsize=9)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def run(history: list[dict]) -> None:
+        result = train(args, history)
+        print(report(history))
+        print(f"\nLength generalization (trained on {args.seq_len} bits):")
+        print(generalization_table(result.length_generalization))
+        if result.compile_seconds is not None:
+            print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
+        print(f"\nWrote {args.out_dir / FIGURE_NAME} and {args.out_dir / JSON_NAME}")
+
+    return run_until_interrupted(run, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,366 @@
+"""Tests of binary_counting.py: data, scores, the files a run leaves, determinism, Ctrl-C, the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import binary_counting
+from binary_counting import (
+    FIGURE_NAME,
+    JSON_NAME,
+    evaluate,
+    length_generalization,
+    main,
+    make_dataset,
+    parse_args,
+    train,
+)
+from experiment_utils import build_model, config_of
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "seconds"}
+# A run small enough for a fast test: two epochs of 13 batches.
+SMALL = [
+    "--epochs",
+    "2",
+    "--train-samples",
+    "200",
+    "--valid-samples",
+    "100",
+    "--lengths",
+    "5",
+    "10",
+    "--quiet",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Train on one CPU thread: these models are too small to gain from more, and on a busy machine
+    the threads of one matmul wait on each other and make the tests many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_script(*argv: str, **options) -> subprocess.Popen:
+    """binary_counting.py as a user starts it, on one thread like the tests in this process."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "binary_counting.py", *argv]
+    return subprocess.Popen(
+        command, cwd=REPOSITORY, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def small_args(out_dir: Path, *extra: str) -> list[str]:
+    return [*SMALL, "--out-dir", str(out_dir), *extra]
+
+
+def without_seconds(history: list[dict]) -> list[dict]:
+    """The epochs without their wall time, the one field that differs between identical runs."""
+    return [{key: value for key, value in epoch.items() if key != "seconds"} for epoch in history]
+
+
+def left_over_partials(out_dir: Path) -> list[Path]:
+    return list(out_dir.glob("*.partial")) + list(out_dir.glob(".*.partial"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data and scores
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_samples=st.integers(1, 40), seq_len=st.integers(1, 40), seed=st.integers(0, 2**31))
+def test_dataset_holds_bits_and_their_count(num_samples: int, seq_len: int, seed: int) -> None:
+    dataset = make_dataset(num_samples, seq_len, torch.Generator().manual_seed(seed))
+    x, y = dataset.tensors
+    assert x.shape == (num_samples, seq_len, 1) and y.shape == (num_samples,)
+    assert x.dtype == y.dtype == torch.float32
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(y, x.sum(dim=(1, 2)))
+    again = make_dataset(num_samples, seq_len, torch.Generator().manual_seed(seed))
+    assert torch.equal(again.tensors[0], x)
+
+
+def test_dataset_bits_are_ones_half_the_time() -> None:
+    x, y = make_dataset(5000, 20, torch.Generator().manual_seed(0)).tensors
+    assert x.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert y.min().item() >= 0 and y.max().item() <= 20
+    assert len(y.unique()) > 10  # counts spread around 10, not one value
+
+
+class ShiftedCounter(nn.Module):
+    """Predicts the true count plus a fixed shift."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.tensor(shift))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=(1, 2)) + self.shift
+
+
+@pytest.mark.parametrize(
+    ("shift", "accuracy"), [(0.0, 1.0), (0.25, 1.0), (-0.4, 1.0), (0.6, 0.0), (-1.0, 0.0)]
+)
+def test_evaluate_gives_mse_and_share_of_rounded_hits(shift: float, accuracy: float) -> None:
+    dataset = make_dataset(50, 12, torch.Generator().manual_seed(1))
+    loss, measured_accuracy = evaluate(ShiftedCounter(shift), dataset, batch_size=7)
+    assert loss == pytest.approx(shift**2, abs=1e-6)
+    assert measured_accuracy == accuracy
+
+
+def test_length_generalization_scores_every_length() -> None:
+    torch.manual_seed(0)
+    model = build_model("custom", 4, torch.device("cpu"))
+    results = length_generalization(model, [3, 7, 30], 20, torch.Generator().manual_seed(0))
+    assert list(results) == ["3", "7", "30"]
+    for length, scores in results.items():
+        assert set(scores) == {"accuracy", "loss", "mean_prediction_by_count"}
+        assert 0 <= scores["accuracy"] <= 1 and scores["loss"] >= 0
+        assert all(0 <= int(count) <= int(length) for count in scores["mean_prediction_by_count"])
+
+
+def test_length_generalization_shows_how_predictions_err() -> None:
+    results = length_generalization(ShiftedCounter(0.25), [3, 50], 40, torch.Generator().manual_seed(0))
+    for scores in results.values():
+        assert scores["accuracy"] == 1.0 and scores["loss"] == pytest.approx(0.0625)
+        for count, mean_prediction in scores["mean_prediction_by_count"].items():
+            assert mean_prediction == pytest.approx(int(count) + 0.25)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A run: its files, its printout, determinism and the torch cell
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> tuple[Path, list[str], str]:
+    """main() on the small settings: (out_dir, argv, stdout)."""
+    out_dir = tmp_path_factory.mktemp("small_run")
+    argv = small_args(out_dir)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(argv)
+    assert status == 0
+    return out_dir, argv, stdout.getvalue()
+
+
+def test_run_writes_figure_and_json(small_run) -> None:
+    out_dir, argv, _ = small_run
+    assert (out_dir / FIGURE_NAME).read_bytes().startswith(b"\x89PNG")
+    results = json.loads((out_dir / JSON_NAME).read_text())
+    assert list(results) == [
+        "config",
+        "epochs",
+        "length_generalization",
+    ]  # compile_seconds only with --compile
+    assert results["config"] == config_of(parse_args(argv))
+    assert [epoch["epoch"] for epoch in results["epochs"]] == [0, 1]
+    for epoch in results["epochs"]:
+        assert set(epoch) == EPOCH_KEYS
+        assert 0 <= epoch["train_accuracy"] <= 1 and 0 <= epoch["valid_accuracy"] <= 1
+        assert epoch["train_loss"] > 0 and epoch["valid_loss"] > 0 and epoch["seconds"] > 0
+    assert list(results["length_generalization"]) == ["5", "10"]
+    assert not left_over_partials(out_dir)
+
+
+def test_run_prints_the_published_table(small_run) -> None:
+    _, _, stdout = small_run
+    assert "| Epoch | Train Loss | Train Accuracy | Valid Loss | Valid Accuracy |" in stdout
+    rows = [line for line in stdout.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(rows) == 2 and all(line.count("%") == 2 for line in rows)
+    assert "| Sequence Length | Loss | Accuracy |" in stdout
+    assert "Epoch 0/2" not in stdout  # --quiet: no per-epoch lines
+
+
+def test_train_appends_each_epoch_to_the_given_history(tmp_path: Path) -> None:
+    history: list[dict] = []
+    result = train(parse_args(small_args(tmp_path)), history)
+    assert result.history is history and len(history) == 2
+    assert result.predictions_before.shape == result.predictions_after.shape == (100,)
+    assert result.predictions_before.device.type == "cpu"
+    assert not torch.equal(result.predictions_before, result.predictions_after)
+    assert len(result.valid_dataset) == 100 and result.compile_seconds is None
+
+
+def test_same_seed_gives_identical_epochs_and_another_seed_does_not(tmp_path: Path) -> None:
+    first = train(parse_args(small_args(tmp_path / "first")))
+    second = train(parse_args(small_args(tmp_path / "second")))
+    other = train(parse_args(small_args(tmp_path / "other", "--seed", "1")))
+    assert without_seconds(first.history) == without_seconds(second.history)
+    assert torch.equal(first.predictions_after, second.predictions_after)
+    assert first.length_generalization == second.length_generalization
+    assert without_seconds(first.history) != without_seconds(other.history)
+
+
+def test_torch_cell_starts_from_the_same_weights(tmp_path: Path) -> None:
+    custom = train(parse_args(small_args(tmp_path / "custom")))
+    torch_cell = train(parse_args(small_args(tmp_path / "torch", "--cell", "torch")))
+    assert isinstance(torch_cell.model.lstm, nn.LSTM)
+    assert not isinstance(custom.model.lstm, nn.LSTM)
+    torch.testing.assert_close(torch_cell.predictions_before, custom.predictions_before, rtol=0, atol=1e-5)
+
+    # Same start, same batches, the same trainable numbers: the two train along one path up to rounding.
+    def trainable(model: nn.Module) -> int:
+        return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+    assert trainable(torch_cell.model) == trainable(custom.model)
+    for ours, theirs in zip(custom.history, torch_cell.history, strict=True):
+        assert theirs["train_loss"] == pytest.approx(ours["train_loss"], rel=1e-4)
+        assert theirs["valid_loss"] == pytest.approx(ours["valid_loss"], rel=1e-4)
+    torch.testing.assert_close(torch_cell.predictions_after, custom.predictions_after, rtol=0, atol=1e-3)
+
+
+def test_lengths_are_sorted_without_repeats() -> None:
+    assert parse_args(["--lengths", "40", "10", "40"]).lengths == [10, 40]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ctrl-C: the finished epochs stay, in whole files
+
+
+def test_interrupt_in_second_epoch_keeps_the_first(tmp_path: Path, monkeypatch, capsys) -> None:
+    real_progress = binary_counting.progress
+
+    def progress_interrupted_in_epoch_1(iterable, *, quiet, description, total=None):
+        for step, batch in enumerate(real_progress(iterable, quiet=quiet, description=description)):
+            if description.startswith("Epoch 1/") and step == 3:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(binary_counting, "progress", progress_interrupted_in_epoch_1)
+    status = main(small_args(tmp_path, "--epochs", "5"))
+    captured = capsys.readouterr()
+    assert status == 130
+    assert captured.err.strip().splitlines() == ["Interrupted: stopped after 1 finished epoch(s)."]
+    assert "| 0 |" in captured.out and "| 1 |" not in captured.out
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    assert [epoch["epoch"] for epoch in results["epochs"]] == [0]
+    assert results["length_generalization"] == {}
+    assert (tmp_path / FIGURE_NAME).exists() and not left_over_partials(tmp_path)
+
+
+def test_ctrl_c_stops_the_script_cleanly(tmp_path: Path) -> None:
+    process = run_script(*small_args(tmp_path, "--epochs", "10000"))
+    json_path = tmp_path / JSON_NAME
+    try:
+        deadline = time.monotonic() + 120
+        while not (json_path.exists() and json.loads(json_path.read_text())["epochs"]):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no epoch finished within 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert "Interrupted: stopped after" in stderr
+    assert "| Epoch | Train Loss |" in stdout
+    epochs = json.loads(json_path.read_text())["epochs"]
+    assert len(epochs) >= 1 and [epoch["epoch"] for epoch in epochs] == list(range(len(epochs)))
+    assert not left_over_partials(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad command lines: usage errors, status 2, nothing written
+
+BAD_ARGUMENTS = [
+    ["--epochs", "0"],
+    ["--epochs", "-1"],
+    ["--epochs", "2.5"],
+    ["--batch-size", "abc"],
+    ["--batch-size", "0"],
+    ["--lr", "0"],
+    ["--lr", "-0.001"],
+    ["--lr", "nan"],
+    ["--lr", "inf"],
+    ["--seq-len", "0"],
+    ["--train-samples", "-5"],
+    ["--valid-samples", "0"],
+    ["--hidden-size", "1.5"],
+    ["--lengths", "0"],
+    ["--lengths", "10", "-20"],
+    ["--lengths"],
+    ["--seed", "-1"],
+    ["--cell", "foo"],
+    ["--device", "tpu"],
+    ["--no-such-option"],
+]
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS, ids=" ".join)
+def test_bad_value_is_a_usage_error(bad: list[str], tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(out_dir), *bad])
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_missing_device_is_a_usage_error(device: str, tmp_path: Path, capsys) -> None:
+    present = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if present:
+        pytest.skip(f"this machine has {device}")
+    out_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(out_dir), "--device", device])
+    assert exit_info.value.code == 2
+    assert "this machine has none" in capsys.readouterr().err
+    assert not out_dir.exists()
+
+
+def test_script_refuses_bad_value_with_usage(tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    process = run_script("--epochs", "0", "--out-dir", str(out_dir))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert stderr.startswith("usage:") and "--epochs" in stderr
+    assert "Traceback" not in stderr and not out_dir.exists()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The published settings
+
+
+@pytest.mark.slow
+def test_published_settings_reach_the_published_accuracy(tmp_path: Path) -> None:
+    assert main(["--out-dir", str(tmp_path), "--quiet"]) == 0
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    epochs = results["epochs"]
+    assert len(epochs) == 20
+    assert epochs[10]["valid_accuracy"] >= 0.99
+    assert epochs[-1]["valid_accuracy"] >= 0.999
+    assert list(results["length_generalization"]) == ["10", "20", "40"]
+    assert results["length_generalization"]["20"]["accuracy"] >= 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_compile_reports_the_compile_time(tmp_path: Path, capsys) -> None:
+    # 64 samples in batches of 16: every batch has one shape, so only the first step compiles.
+    argv = small_args(tmp_path, "--epochs", "1", "--train-samples", "64", "--compile")
+    assert main(argv) == 0
+    assert "torch.compile: the first training step took" in capsys.readouterr().out
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    assert results["compile_seconds"] > 0 and results["config"]["compile"] is True
+    assert results["compile_seconds"] < results["epochs"][0]["seconds"]
+    assert (tmp_path / FIGURE_NAME).exists()
