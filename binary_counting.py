@@ -279,6 +279,37 @@ def report(history: list[dict]) -> str:
     return markdown_table(header, rows)
 
 
+# The published results this script reproduces:
+# epoch → (train loss, train accuracy, valid loss, valid accuracy).
+PUBLISHED = {
+    0: (23.02, 0.1006, 4.82, 0.1670),
+    5: (0.031, 0.9794, 0.016, 0.9810),
+    10: (0.006, 0.9988, 0.004, 1.0),
+    19: (0.002, 1.0, 0.002, 1.0),
+}
+
+
+def uses_published_settings(args: argparse.Namespace) -> bool:
+    """Whether the run's experiment settings are the published ones (seed, device and cell aside)."""
+    published = parse_args([])
+    settings = ("seq_len", "train_samples", "valid_samples", "hidden_size", "epochs", "batch_size", "lr")
+    return all(getattr(args, name) == getattr(published, name) for name in settings)
+
+
+def comparison_table(history: list[dict]) -> str:
+    """The published rows beside this run's, "published / this run", for the epochs both have."""
+    header = ("Epoch", "Train Loss", "Train Accuracy", "Valid Loss", "Valid Accuracy")
+    keys = ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy")
+    formats = (format_loss, format_accuracy, format_loss, format_accuracy)
+    rows = []
+    for epoch in history:
+        if epoch["epoch"] in PUBLISHED:
+            published = PUBLISHED[epoch["epoch"]]
+            cells = zip(formats, published, keys, strict=True)
+            rows.append((epoch["epoch"], *(f"{fmt(value)} / {fmt(epoch[key])}" for fmt, value, key in cells)))
+    return markdown_table(header, rows)
+
+
 def generalization_table(generalization: dict[str, dict]) -> str:
     header = ("Sequence Length", "Loss", "Accuracy")
     rows = [
@@ -411,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     def run(history: list[dict]) -> None:
         result = train(args, history)
         print(report(history))
+        if uses_published_settings(args):
+            print("\nThe published results / this run:")
+            print(comparison_table(history))
         print(f"\nLength generalization (trained on {args.seq_len} bits):")
         print(generalization_table(result.length_generalization))
         if result.compile_seconds is not None:

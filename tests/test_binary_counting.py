@@ -364,3 +364,19 @@ def test_compile_reports_the_compile_time(tmp_path: Path, capsys) -> None:
     assert results["compile_seconds"] > 0 and results["config"]["compile"] is True
     assert results["compile_seconds"] < results["epochs"][0]["seconds"]
     assert (tmp_path / FIGURE_NAME).exists()
+
+
+def test_comparison_puts_the_published_rows_beside_the_run() -> None:
+    history = [
+        {"epoch": epoch, "train_loss": 1.5, "train_accuracy": 0.5, "valid_loss": 0.25, "valid_accuracy": 0.75}
+        for epoch in range(12)
+    ]
+    lines = binary_counting.comparison_table(history).splitlines()
+    assert len(lines) == 2 + 3  # header, rule, and the published epochs 0, 5 and 10 that the run has
+    assert lines[2] == "| 0 | 23.02 / 1.50 | 10.06% / 50.00% | 4.82 / 0.25 | 16.70% / 75.00% |"
+    assert lines[4].startswith("| 10 | 0.006 / 1.50 | 99.88% / 50.00% |")
+
+
+def test_only_a_run_with_the_published_settings_is_compared() -> None:
+    assert binary_counting.uses_published_settings(parse_args(["--seed", "3", "--cell", "torch"]))
+    assert not binary_counting.uses_published_settings(parse_args(["--epochs", "5"]))
