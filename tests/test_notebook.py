@@ -1,0 +1,49 @@
+"""demo.ipynb runs top to bottom without error, and the committed copy carries the outputs of such a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "demo.ipynb"
+SECONDS_PER_CELL = 300  # the slowest cell trains for well under a minute on a 2-core CPU
+
+
+def code_cells(notebook) -> list:
+    return [cell for cell in notebook.cells if cell.cell_type == "code" and cell.source.strip()]
+
+
+def test_committed_notebook_was_executed_top_to_bottom_with_outputs_in_every_code_cell():
+    cells = code_cells(nbformat.read(NOTEBOOK, as_version=4))
+    assert cells, "demo.ipynb has no code cells"
+    missing = [index for index, cell in enumerate(cells) if not cell.outputs]
+    assert not missing, f"code cells without outputs (commit the executed notebook): {missing}"
+    counts = [cell.execution_count for cell in cells]
+    assert counts == list(range(1, len(cells) + 1)), f"not one run from top to bottom: {counts}"
+    errors = [
+        index
+        for index, cell in enumerate(cells)
+        if any(output.output_type == "error" for output in cell.outputs)
+    ]
+    assert not errors, f"the committed notebook holds errors in code cells {errors}"
+
+
+def test_notebook_runs_top_to_bottom_without_error():
+    # Executed in memory: the committed file is read, never written.
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        notebook,
+        timeout=SECONDS_PER_CELL,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT)}},
+    )
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        pytest.fail(f"demo.ipynb failed to run:\n{error}")
+    assert all(cell.outputs for cell in code_cells(notebook))
