@@ -75,14 +75,16 @@ class LSTMCell(nn.Module):
             nn.init.uniform_(parameter, -bound, bound)
 
     def stacked_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(W_x, W_h, b): the gate matrices stacked in the order [i; f; o; g].
+        """(W_x, W_h, b): the gate matrices stacked in the order [o; i; f; g].
 
         One matmul with a stacked matrix computes all four gates at once. The sigmoid gates come
-        first and the tanh candidate last, so each nonlinearity runs once over one contiguous slice.
+        first and the tanh candidate last, so each nonlinearity runs once over one contiguous slice;
+        the output gate leads them because its gradient comes from dh and the others' from dc, which
+        lets the backward pass compute each group with one call (see `backward_loop`).
         """
-        W_x = torch.cat((self.W_ii, self.W_if, self.W_io, self.W_ig))
-        W_h = torch.cat((self.W_hi, self.W_hf, self.W_ho, self.W_hg))
-        b = torch.cat((self.b_i, self.b_f, self.b_o, self.b_g))
+        W_x = torch.cat((self.W_io, self.W_ii, self.W_if, self.W_ig))
+        W_h = torch.cat((self.W_ho, self.W_hi, self.W_hf, self.W_hg))
+        b = torch.cat((self.b_o, self.b_i, self.b_f, self.b_g))
         return W_x, W_h, b
 
     @classmethod
@@ -142,7 +144,7 @@ class LSTM(nn.Module):
 
     `backward` chooses how gradients flow back through time: "bptt" (the hand-written backward pass
     of `LSTMLayerFunction`, the fast default) or "autograd" (PyTorch differentiates the forward loop).
-    Under torch.compile the autograd loop is always used, so that the compiler sees every operation.
+    Both run under torch.compile, which traces the hand-written backward pass as well.
     """
 
     BACKWARDS = ("bptt", "autograd")
@@ -196,7 +198,7 @@ class LSTM(nn.Module):
         h_0, c_0 = check_state(state, (self.num_layers, batch, self.hidden_size), like=x)
 
         run_layer = run_layer_autograd
-        if self.backward == "bptt" and not torch.compiler.is_compiling():
+        if self.backward == "bptt":
             run_layer = LSTMLayerFunction.apply
         layer_input, h_n, c_n = x, [], []
         for layer, cell in enumerate(self.cells):
@@ -277,7 +279,7 @@ class LSTM(nn.Module):
 # ---------------------------------------------------------------------------------------------------
 # One layer over a whole sequence. Both functions take the input projections x_proj (seq_len, batch,
 # 4 * hidden) = W_x x_t + b of every step, the layer's initial (h, c) and the stacked W_h, with the
-# gates in the order [i; f; o; g], and return (every step's h, the last c).
+# gates in the order [o; i; f; g], and return (every step's h, the last c).
 
 
 def run_layer_autograd(x_proj: Tensor, h: Tensor, c: Tensor, W_h: Tensor) -> tuple[Tensor, Tensor]:
@@ -286,7 +288,7 @@ def run_layer_autograd(x_proj: Tensor, h: Tensor, c: Tensor, W_h: Tensor) -> tup
     outputs = []
     for x_proj_t in x_proj:
         gates = torch.addmm(x_proj_t, h, W_h.T)
-        i, f, o = torch.sigmoid(gates[:, : 3 * hidden]).chunk(3, dim=1)
+        o, i, f = torch.sigmoid(gates[:, : 3 * hidden]).chunk(3, dim=1)
         g = torch.tanh(gates[:, 3 * hidden :])
         c = f * c + i * g
         h = o * torch.tanh(c)
@@ -297,70 +299,128 @@ def run_layer_autograd(x_proj: Tensor, h: Tensor, c: Tensor, W_h: Tensor) -> tup
 class LSTMLayerFunction(torch.autograd.Function):
     """The same computation as `run_layer_autograd`, with backpropagation through time by hand.
 
-    Forward keeps every step's gates and states. Backward walks the steps in reverse, carrying
-    dL/dh and dL/dc from step t+1 to step t. With a = the gate pre-activations and s' = the
-    derivative of each nonlinearity (σ' = σ(1-σ), tanh' = 1-tanh²):
+    Backward walks the steps in reverse, carrying dL/dh and dL/dc from step t+1 to step t. With a =
+    the gate pre-activations and s' = the derivative of each nonlinearity (σ' = σ(1-σ), tanh' = 1-tanh²):
 
         dh_t  = dL/dh_t (from the output) + W_hᵀ da_{t+1}       h_t enters step t+1 through W_h
         dc_t  = dc_{t+1} ⊙ f_{t+1} + dh_t ⊙ o_t ⊙ tanh'(c_t)    c_t enters c_{t+1} and h_t
-        da_i  = dc_t ⊙ g_t ⊙ σ'(i)        da_f = dc_t ⊙ c_{t-1} ⊙ σ'(f)
-        da_o  = dh_t ⊙ tanh(c_t) ⊙ σ'(o)   da_g = dc_t ⊙ i_t ⊙ tanh'(g)
+        da_o  = dh_t ⊙ tanh(c_t) ⊙ σ'(o)   da_i = dc_t ⊙ g_t ⊙ σ'(i)
+        da_f  = dc_t ⊙ c_{t-1} ⊙ σ'(f)     da_g = dc_t ⊙ i_t ⊙ tanh'(g)
 
     and finally dW_h = Σ_t da_t h_{t-1}ᵀ, dx_proj_t = da_t, dh_0 = W_hᵀ da_1, dc_0 = dc_1 ⊙ f_1.
-    Everything that does not depend on the carried gradients is computed for all steps at once.
+
+    At the published sizes each PyTorch call costs more than its arithmetic, so both loops make as
+    few calls as they can. Forward keeps only every step's h and c. Backward recomputes the gates
+    from them for all steps at once, with every factor above that does not depend on the carried
+    gradients (`local_derivatives`), so that the loop itself (`backward_loop`) is four calls a step.
     """
 
     @staticmethod
     def forward(ctx, x_proj: Tensor, h_0: Tensor, c_0: Tensor, W_h: Tensor) -> tuple[Tensor, Tensor]:
-        seq_len, batch, four_hidden = x_proj.shape
-        hidden = four_hidden // 4
-        like = {"device": x_proj.device, "dtype": x_proj.dtype}
-        gates = torch.empty(seq_len, batch, four_hidden, **like)  # activated in place: [i, f, o, g]
-        hs = torch.empty(seq_len + 1, batch, hidden, **like)
-        cs = torch.empty(seq_len + 1, batch, hidden, **like)
-        tanh_cs = torch.empty(seq_len, batch, hidden, **like)
-        hs[0], cs[0] = h_0, c_0
-        # Per-step views, made once: indexing inside the loop would cost an operation each time.
-        gates_t = gates.unbind(0)
-        sigmoid_t, tanh_t = gates[..., : 3 * hidden].unbind(0), gates[..., 3 * hidden :].unbind(0)
-        i_t, f_t, o_t, g_t = (gate.unbind(0) for gate in gates.chunk(4, dim=2))
-        hs_t, cs_t, tanh_cs_t, x_proj_t = hs.unbind(0), cs.unbind(0), tanh_cs.unbind(0), x_proj.unbind(0)
-        W_h_T = W_h.T
-        for t in range(seq_len):
-            torch.addmm(x_proj_t[t], hs_t[t], W_h_T, out=gates_t[t])
-            sigmoid_t[t].sigmoid_()
-            tanh_t[t].tanh_()
-            torch.mul(f_t[t], cs_t[t], out=cs_t[t + 1])
-            cs_t[t + 1].addcmul_(i_t[t], g_t[t])
-            torch.tanh(cs_t[t + 1], out=tanh_cs_t[t])
-            torch.mul(o_t[t], tanh_cs_t[t], out=hs_t[t + 1])
-        ctx.save_for_backward(gates, hs, cs, tanh_cs, W_h)
+        hidden = W_h.shape[1]
+        W_h_T = W_h.T.contiguous()  # a matmul with a transposed view is slower at these sizes
+        # One step's gates, overwritten by every step, and views into it made once.
+        gates = x_proj.new_empty(x_proj.shape[1:])
+        sigmoid_gates, g = gates[:, : 3 * hidden], gates[:, 3 * hidden :]
+        o, i, f = sigmoid_gates.chunk(3, dim=1)
+        h, c = h_0, c_0
+        hs, cs = [h], [c]
+        for x_proj_t in x_proj:
+            torch.addmm(x_proj_t, h, W_h_T, out=gates)
+            sigmoid_gates.sigmoid_()
+            g.tanh_()
+            c = f * c
+            c.addcmul_(i, g)
+            h = torch.tanh(c).mul_(o)
+            hs.append(h)
+            cs.append(c)
+        hs, cs = torch.stack(hs), torch.stack(cs)
+        ctx.save_for_backward(x_proj, hs, cs, W_h, W_h_T)
         return hs[1:], cs[-1]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_hs: Tensor, grad_c_last: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        gates, hs, cs, tanh_cs, W_h = ctx.saved_tensors
-        i, f, o, g = gates.chunk(4, dim=2)
-        # What multiplies (dc, dc, dh, dc) to give the pre-activation gradients of [i, f, o, g].
-        local = torch.cat(
-            (g * i * (1 - i), cs[:-1] * f * (1 - f), tanh_cs * o * (1 - o), i * (1 - g * g)), dim=2
-        )
-        dh_to_dc = o * (1 - tanh_cs * tanh_cs)
-        grad_gates = torch.empty_like(gates)
-        grad_gates_t, local_t, dh_to_dc_t = grad_gates.unbind(0), local.unbind(0), dh_to_dc.unbind(0)
-        grad_hs_t, f_t = grad_hs.unbind(0), f.unbind(0)
-        dh_carry = torch.zeros_like(hs[0])
-        dc = grad_c_last.clone()
-        for t in reversed(range(gates.shape[0])):
-            dh = grad_hs_t[t] + dh_carry
-            dc = torch.addcmul(dc, dh, dh_to_dc_t[t])
-            torch.mul(torch.cat((dc, dc, dh, dc), dim=1), local_t[t], out=grad_gates_t[t])
-            dh_carry = grad_gates_t[t] @ W_h
-            dc = dc * f_t[t]
-        four_hidden = gates.shape[-1]
-        grad_W_h = grad_gates.reshape(-1, four_hidden).T @ hs[:-1].reshape(-1, hs.shape[-1])
-        return grad_gates, dh_carry, dc, grad_W_h
+    def backward(
+        ctx, grad_hs: Tensor, grad_c_last: Tensor
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
+        x_proj, hs, cs, W_h, W_h_T = ctx.saved_tensors
+        by_dh, by_dc = local_derivatives(x_proj, hs, cs, W_h_T)
+        loop = backward_loop_for_compiler if torch.compiler.is_compiling() else backward_loop
+        grad_gates, grad_c_0 = loop(grad_hs, grad_c_last, by_dh, by_dc, W_h)
+        grad_h_0 = grad_gates[0] @ W_h if ctx.needs_input_grad[1] else None
+        four_hidden, hidden = W_h.shape
+        grad_W_h = grad_gates.view(-1, four_hidden).T @ hs[:-1].reshape(-1, hidden)
+        return grad_gates, grad_h_0, grad_c_0 if ctx.needs_input_grad[2] else None, grad_W_h
+
+
+def local_derivatives(x_proj: Tensor, hs: Tensor, cs: Tensor, W_h_T: Tensor) -> tuple[Tensor, Tensor]:
+    """Per step, what dh_t and what dc_t multiply in the backward loop, for every step at once.
+
+    by_dh (seq_len, 2, batch, hidden) = [tanh(c_t) ⊙ σ'(o), o ⊙ tanh'(c_t)]: times dh_t, da_o and
+    dh_t's share of dc_t. by_dc (seq_len, 4, batch, hidden) = [g ⊙ σ'(i), c_{t-1} ⊙ σ'(f),
+    i ⊙ tanh'(g), f]: times dc_t, da_i, da_f, da_g and dc_t ⊙ f_t, which step t-1 adds to its dc.
+    """
+    seq_len, batch, four_hidden = x_proj.shape
+    hidden = four_hidden // 4
+    gates = torch.addmm(x_proj.view(-1, four_hidden), hs[:-1].view(-1, hidden), W_h_T)
+    gates = gates.view(seq_len, batch, four_hidden)  # [o, i, f, g] as the forward pass computed them
+    sigmoids = gates[..., : 3 * hidden].sigmoid_()
+    o, i, f, g = gates.chunk(4, dim=2)
+    g.tanh_()
+    tanh_c = cs[1:].tanh()
+    slope_o, slope_i, slope_f = torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1).chunk(3, dim=2)
+    by_dh = torch.stack((tanh_c * slope_o, torch.addcmul(o, o * tanh_c, tanh_c, value=-1)), dim=1)
+    by_dc = torch.stack((g * slope_i, cs[:-1] * slope_f, torch.addcmul(i, i * g, g, value=-1), f), dim=1)
+    return by_dh, by_dc
+
+
+def backward_loop(
+    grad_hs: Tensor, grad_c_last: Tensor, by_dh: Tensor, by_dc: Tensor, W_h: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Steps T..1 of the backward pass: every step's da (seq_len, batch, 4 * hidden), and dL/dc_0.
+
+    Each step writes into one preallocated row of seven blocks per batch row,
+    [0, da_o, da_i, da_f, da_g, dc_t ⊙ f_t, dc_t], through views chosen so that one addcmul
+    [0, dc_{t+1} ⊙ f_{t+1}] + dh_t ⊙ by_dh gives [da_o, dc_t] and one mul dc_t ⊙ by_dc gives
+    [da_i, da_f, da_g, dc_t ⊙ f_t]; da_t, the four blocks in the middle, is then one matrix.
+    """
+    batch, hidden = grad_hs.shape[1:]
+    blocks = grad_hs.new_zeros(batch, 7, hidden)
+    dc_carried = blocks[:, 0:6:5].transpose(0, 1)  # [0, dc_{t+1} ⊙ f_{t+1}]
+    dh_products = blocks[:, 1:7:5].transpose(0, 1)  # [da_o, dc_t]
+    dc_products = blocks[:, 2:6].transpose(0, 1)  # [da_i, da_f, da_g, dc_t ⊙ f_t]
+    da, dc = blocks[:, 1:5].flatten(1), blocks[:, 6]
+    blocks[:, 5] = grad_c_last
+    dh = grad_hs.new_empty(batch, hidden)
+    grad_gates = grad_hs.new_empty(len(grad_hs), batch, 4 * hidden)
+    steps = zip(grad_hs.unbind(0), by_dh.unbind(0), by_dc.unbind(0), grad_gates.unbind(0), strict=True)
+    for grad_h, by_dh_t, by_dc_t, grad_gates_t in reversed(tuple(steps)):
+        torch.addmm(grad_h, da, W_h, out=dh)
+        torch.addcmul(dc_carried, dh, by_dh_t, out=dh_products)
+        torch.mul(dc, by_dc_t, out=dc_products)
+        grad_gates_t.copy_(da)
+    return grad_gates, blocks[:, 5]
+
+
+def backward_loop_for_compiler(
+    grad_hs: Tensor, grad_c_last: Tensor, by_dh: Tensor, by_dc: Tensor, W_h: Tensor
+) -> tuple[Tensor, Tensor]:
+    """`backward_loop` written plainly, a new tensor for every result, for torch.compile to trace.
+
+    torch.compile cannot trace writes into the strided views `backward_loop` uses; it fuses each
+    step's elementwise work into one kernel by itself.
+    """
+    da = grad_hs.new_zeros(grad_hs.shape[1], W_h.shape[0])
+    dc_f = grad_c_last
+    das = []
+    for t in reversed(range(len(grad_hs))):
+        dh = torch.addmm(grad_hs[t], da, W_h)
+        da_o, dc_from_dh = dh * by_dh[t]
+        dc = dc_f + dc_from_dh
+        da_i, da_f, da_g, dc_f = dc * by_dc[t]
+        da = torch.cat((da_o, da_i, da_f, da_g), dim=1)
+        das.append(da)
+    return torch.stack(das[::-1]), dc_f
 
 
 # ---------------------------------------------------------------------------------------------------
