@@ -210,6 +210,8 @@ class LSTM(nn.Module):
             c_n.append(c_last)
 
         output = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        if self.num_layers == 1:  # a view instead of a copy: one layer's stack is just a new first axis
+            return output, (h_n[0].unsqueeze(0), c_n[0].unsqueeze(0))
         return output, (torch.stack(h_n), torch.stack(c_n))
 
     def forward_unbatched(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
@@ -310,8 +312,8 @@ class LSTMLayerFunction(torch.autograd.Function):
     and finally dW_h = Σ_t da_t h_{t-1}ᵀ, dx_proj_t = da_t, dh_0 = W_hᵀ da_1, dc_0 = dc_1 ⊙ f_1.
 
     At the published sizes each PyTorch call costs more than its arithmetic, so both loops make as
-    few calls as they can. Forward keeps only every step's h and c. Backward recomputes the gates
-    from them for all steps at once, with every factor above that does not depend on the carried
+    few calls as they can, in inference mode. Forward keeps every step's gates, h and c. Backward
+    first computes, for all steps at once, every factor above that does not depend on the carried
     gradients (`local_derivatives`), so that the loop itself (`backward_loop`) is four calls a step.
     """
 
@@ -319,23 +321,25 @@ class LSTMLayerFunction(torch.autograd.Function):
     def forward(ctx, x_proj: Tensor, h_0: Tensor, c_0: Tensor, W_h: Tensor) -> tuple[Tensor, Tensor]:
         hidden = W_h.shape[1]
         W_h_T = W_h.T.contiguous()  # a matmul with a transposed view is slower at these sizes
-        # One step's gates, overwritten by every step, and views into it made once.
-        gates = x_proj.new_empty(x_proj.shape[1:])
-        sigmoid_gates, g = gates[:, : 3 * hidden], gates[:, 3 * hidden :]
-        o, i, f = sigmoid_gates.chunk(3, dim=1)
         h, c = h_0, c_0
-        hs, cs = [h], [c]
-        for x_proj_t in x_proj:
-            torch.addmm(x_proj_t, h, W_h_T, out=gates)
-            sigmoid_gates.sigmoid_()
-            g.tanh_()
-            c = f * c
-            c.addcmul_(i, g)
-            h = torch.tanh(c).mul_(o)
-            hs.append(h)
-            cs.append(c)
-        hs, cs = torch.stack(hs), torch.stack(cs)
-        ctx.save_for_backward(x_proj, hs, cs, W_h, W_h_T)
+        all_gates, hs, cs = [], [h], [c]
+        with torch.inference_mode():  # autograd's bookkeeping would cost each small call about 10%
+            # One step's gates, overwritten by every step after a copy is kept; the views are made once.
+            gates = x_proj.new_empty(x_proj.shape[1:])
+            sigmoid_gates, g = gates[:, : 3 * hidden], gates[:, 3 * hidden :]
+            o, i, f = sigmoid_gates.chunk(3, dim=1)
+            for x_proj_t in x_proj:
+                torch.addmm(x_proj_t, h, W_h_T, out=gates)
+                sigmoid_gates.sigmoid_()
+                g.tanh_()
+                c = f * c
+                c.addcmul_(i, g)
+                h = torch.tanh(c).mul_(o)
+                all_gates.append(gates.clone())
+                hs.append(h)
+                cs.append(c)
+        hs, cs = torch.stack(hs), torch.stack(cs)  # outside inference mode: tensors autograd may keep
+        ctx.save_for_backward(torch.stack(all_gates), hs, cs, W_h)
         return hs[1:], cs[-1]
 
     @staticmethod
@@ -343,8 +347,8 @@ class LSTMLayerFunction(torch.autograd.Function):
     def backward(
         ctx, grad_hs: Tensor, grad_c_last: Tensor
     ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        x_proj, hs, cs, W_h, W_h_T = ctx.saved_tensors
-        by_dh, by_dc = local_derivatives(x_proj, hs, cs, W_h_T)
+        gates, hs, cs, W_h = ctx.saved_tensors
+        by_dh, by_dc = local_derivatives(gates, cs)
         loop = backward_loop_for_compiler if torch.compiler.is_compiling() else backward_loop
         grad_gates, grad_c_0 = loop(grad_hs, grad_c_last, by_dh, by_dc, W_h)
         grad_h_0 = grad_gates[0] @ W_h if ctx.needs_input_grad[1] else None
@@ -353,20 +357,17 @@ class LSTMLayerFunction(torch.autograd.Function):
         return grad_gates, grad_h_0, grad_c_0 if ctx.needs_input_grad[2] else None, grad_W_h
 
 
-def local_derivatives(x_proj: Tensor, hs: Tensor, cs: Tensor, W_h_T: Tensor) -> tuple[Tensor, Tensor]:
+def local_derivatives(gates: Tensor, cs: Tensor) -> tuple[Tensor, Tensor]:
     """Per step, what dh_t and what dc_t multiply in the backward loop, for every step at once.
 
-    by_dh (seq_len, 2, batch, hidden) = [tanh(c_t) ⊙ σ'(o), o ⊙ tanh'(c_t)]: times dh_t, da_o and
-    dh_t's share of dc_t. by_dc (seq_len, 4, batch, hidden) = [g ⊙ σ'(i), c_{t-1} ⊙ σ'(f),
-    i ⊙ tanh'(g), f]: times dc_t, da_i, da_f, da_g and dc_t ⊙ f_t, which step t-1 adds to its dc.
+    From every step's activated gates [o, i, f, g] and c: by_dh (seq_len, 2, batch, hidden) =
+    [tanh(c_t) ⊙ σ'(o), o ⊙ tanh'(c_t)], which times dh_t gives da_o and dh_t's share of dc_t;
+    by_dc (seq_len, 4, batch, hidden) = [g ⊙ σ'(i), c_{t-1} ⊙ σ'(f), i ⊙ tanh'(g), f], which times
+    dc_t gives da_i, da_f, da_g and dc_t ⊙ f_t, for step t-1's dc.
     """
-    seq_len, batch, four_hidden = x_proj.shape
-    hidden = four_hidden // 4
-    gates = torch.addmm(x_proj.view(-1, four_hidden), hs[:-1].view(-1, hidden), W_h_T)
-    gates = gates.view(seq_len, batch, four_hidden)  # [o, i, f, g] as the forward pass computed them
-    sigmoids = gates[..., : 3 * hidden].sigmoid_()
+    hidden = gates.shape[-1] // 4
+    sigmoids = gates[..., : 3 * hidden]
     o, i, f, g = gates.chunk(4, dim=2)
-    g.tanh_()
     tanh_c = cs[1:].tanh()
     slope_o, slope_i, slope_f = torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1).chunk(3, dim=2)
     by_dh = torch.stack((tanh_c * slope_o, torch.addcmul(o, o * tanh_c, tanh_c, value=-1)), dim=1)
@@ -394,11 +395,12 @@ def backward_loop(
     dh = grad_hs.new_empty(batch, hidden)
     grad_gates = grad_hs.new_empty(len(grad_hs), batch, 4 * hidden)
     steps = zip(grad_hs.unbind(0), by_dh.unbind(0), by_dc.unbind(0), grad_gates.unbind(0), strict=True)
-    for grad_h, by_dh_t, by_dc_t, grad_gates_t in reversed(tuple(steps)):
-        torch.addmm(grad_h, da, W_h, out=dh)
-        torch.addcmul(dc_carried, dh, by_dh_t, out=dh_products)
-        torch.mul(dc, by_dc_t, out=dc_products)
-        grad_gates_t.copy_(da)
+    with torch.inference_mode():  # as in the forward pass
+        for grad_h, by_dh_t, by_dc_t, grad_gates_t in reversed(tuple(steps)):
+            torch.addmm(grad_h, da, W_h, out=dh)
+            torch.addcmul(dc_carried, dh, by_dh_t, out=dh_products)
+            torch.mul(dc, by_dc_t, out=dc_products)
+            grad_gates_t.copy_(da)
     return grad_gates, blocks[:, 5]
 
 
