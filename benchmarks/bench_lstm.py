@@ -1,0 +1,350 @@
+"""How fast the hand-written LSTM trains, next to torch.nn.LSTM, on this machine.
+
+    python benchmarks/bench_lstm.py [--quick] [--compile] [--json results.json]
+
+Part 1 times one training step at each size (batch, seq_len, input_size, hidden_size): the
+gradients are set to None, the model runs forward over a random sequence, and `output.sum()` is
+backpropagated; with `--optimizer` an optimizer step follows. Every model holds the same weights,
+all run in one process, interleaved: each repetition times every model once, in a rotating order,
+so that a change in the machine's load falls on all of them. The table gives the median and its
+ratio to torch.nn.LSTM. With `--compile`, torch.compile of the project's LSTM joins them, timed
+after warm-up, and the seconds its first step took (the compilation) are given apart.
+
+Part 2 times one epoch of each experiment, `--cell custom` against `--cell torch`, through the
+scripts' own `parse_args` and `train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from experiment_utils import compile_model, markdown_table
+from lstm_cell import LSTM
+
+PUBLISHED_SIZES = [(16, 20, 1, 20), (1, 40, 1, 50)]
+LARGER_SIZE = (64, 100, 32, 256)
+EXPERIMENTS = ("binary_counting", "sine_wave_prediction")
+REFERENCE = "torch.nn.LSTM"
+COMPILED = "torch.compile(LSTM, hand-written backward)"
+
+
+class TorchCellLoop(nn.Module):
+    """A Python loop over torch.nn.LSTMCell: the usual way to write an LSTM one step at a time."""
+
+    def __init__(self, lstm: nn.LSTM) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(lstm.input_size, lstm.hidden_size, dtype=lstm.weight_ih_l0.dtype)
+        self.cell.load_state_dict({name[: -len("_l0")]: value for name, value in lstm.state_dict().items()})
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h = c = x.new_zeros(x.shape[1], self.cell.hidden_size)
+        outputs = []
+        for x_t in x:
+            h, c = self.cell(x_t, (h, c))
+            outputs.append(h)
+        return torch.stack(outputs), (h, c)
+
+
+def parse_size(text: str) -> tuple[int, int, int, int]:
+    try:
+        size = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        size = ()
+    if len(size) != 4 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"expected batch,seq_len,input_size,hidden_size, got {text!r}")
+    return size
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        type=parse_size,
+        nargs="+",
+        default=[*PUBLISHED_SIZES, LARGER_SIZE],
+        metavar="B,T,I,H",
+        help="batch,seq_len,input_size,hidden_size (default: 16,20,1,20 1,40,1,50 64,100,32,256)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=15, help="timings of each model per size (default: 15)"
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        default=0.05,
+        help="seconds each timing lasts at least; short steps are repeated within it (default: 0.05)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--optimizer",
+        choices=("none", "sgd", "adam"),
+        default="none",
+        help="add this optimizer's step to the timed step (default: none)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the project's LSTM compiled as the scripts compile it (compile_model)",
+    )
+    parser.add_argument("--epoch-repeats", type=int, default=3, help="epochs timed per experiment and cell")
+    parser.add_argument("--skip-epochs", action="store_true", help="time training steps only")
+    parser.add_argument("--quick", action="store_true", help="the published sizes, 5 repeats, 1 epoch each")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        if args.sizes == [*PUBLISHED_SIZES, LARGER_SIZE]:
+            args.sizes = list(PUBLISHED_SIZES)
+        args.repeats = min(args.repeats, 5)
+        args.min_time = min(args.min_time, 0.02)
+        args.epoch_repeats = 1
+    if args.repeats <= 0 or args.epoch_repeats <= 0 or args.min_time < 0:
+        parser.error("--repeats and --epoch-repeats must be positive and --min-time not negative")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part 1: one training step.
+
+
+def make_models(size: tuple[int, int, int, int], args: argparse.Namespace) -> dict[str, nn.Module]:
+    """Every model of the comparison, holding the same weights."""
+    _, _, input_size, hidden_size = size
+    reference = nn.LSTM(input_size, hidden_size)
+    models = {
+        "LSTM, hand-written backward (bptt)": LSTM.from_torch(reference),
+        "LSTM, autograd backward": LSTM.from_torch(reference),
+        "loop over torch.nn.LSTMCell": TorchCellLoop(reference),
+        REFERENCE: reference,
+    }
+    models["LSTM, autograd backward"].backward = "autograd"
+    if args.compile:
+        models[COMPILED] = compile_model(LSTM.from_torch(reference))
+    return models
+
+
+def training_step(model: nn.Module, x: Tensor, optimizer_name: str) -> Callable[[], None]:
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = None
+    if optimizer_name == "sgd":
+        optimizer = torch.optim.SGD(parameters, lr=1e-3)
+    elif optimizer_name == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=1e-3)
+
+    def step() -> None:
+        for parameter in parameters:
+            parameter.grad = None
+        output, _ = model(x)
+        output.sum().backward()
+        if optimizer is not None:
+            optimizer.step()
+
+    return step
+
+
+def seconds_per_call(function: Callable[[], None], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - start) / calls
+
+
+def time_steps(size: tuple[int, int, int, int], args: argparse.Namespace) -> dict:
+    batch, seq_len, input_size, _ = size
+    torch.manual_seed(0)
+    x = torch.randn(seq_len, batch, input_size)
+    steps = {name: training_step(model, x, args.optimizer) for name, model in make_models(size, args).items()}
+
+    first_step_seconds = {name: seconds_per_call(step, 1) for name, step in steps.items()}
+    calls = {}
+    for name, step in steps.items():  # warm-up, and how many calls make one timing last min_time
+        seconds = min(seconds_per_call(step, 1) for _ in range(3))
+        calls[name] = max(1, round(args.min_time / max(seconds, 1e-9)))
+
+    names = list(steps)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            samples[name].append(seconds_per_call(steps[name], calls[name]))
+
+    reference = statistics.median(samples[REFERENCE])
+    results = {}
+    for name in names:
+        median = statistics.median(samples[name])
+        results[name] = {
+            "median_ms": 1e3 * median,
+            "ratio_to_torch": median / reference,
+            "samples_ms": [1e3 * sample for sample in samples[name]],
+            "steps_per_sample": calls[name],
+        }
+        if name == COMPILED:
+            results[name]["compile_seconds"] = first_step_seconds[name]
+    return {
+        "batch": batch,
+        "seq_len": seq_len,
+        "input_size": input_size,
+        "hidden_size": size[3],
+        "models": results,
+    }
+
+
+def steps_table(size_results: list[dict]) -> str:
+    rows = []
+    for result in size_results:
+        size = f"({result['batch']}, {result['seq_len']}, {result['input_size']}, {result['hidden_size']})"
+        for name, timing in result["models"].items():
+            note = (
+                f"first step (compiling) {timing['compile_seconds']:.1f} s"
+                if "compile_seconds" in timing
+                else ""
+            )
+            rows.append((size, name, f"{timing['median_ms']:.3g}", f"{timing['ratio_to_torch']:.2f}×", note))
+    return markdown_table(("(batch, seq, input, hidden)", "model", "ms per step", "vs nn.LSTM", ""), rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part 2: one epoch of each experiment.
+
+
+def time_epochs(args: argparse.Namespace) -> list[dict]:
+    results = []
+    for experiment in EXPERIMENTS:
+        try:
+            script = importlib.import_module(experiment)
+        except ModuleNotFoundError as error:
+            if error.name != experiment:
+                raise
+            print(f"Skipped the epoch of {experiment}: {experiment}.py is not there.", file=sys.stderr)
+            continue
+        seconds = {"custom": [], "torch": []}
+        with tempfile.TemporaryDirectory() as out_dir:
+            for repeat in range(args.epoch_repeats):
+                for cell in ("custom", "torch") if repeat % 2 == 0 else ("torch", "custom"):
+                    settings = script.parse_args(
+                        ["--epochs", "1", "--quiet", "--out-dir", out_dir, "--cell", cell]
+                    )
+                    start = time.perf_counter()
+                    script.train(settings)
+                    seconds[cell].append(time.perf_counter() - start)
+        custom, reference = (statistics.median(seconds[cell]) for cell in ("custom", "torch"))
+        results.append(
+            {
+                "experiment": experiment,
+                "custom_seconds": custom,
+                "torch_seconds": reference,
+                "ratio_to_torch": custom / reference,
+                "samples_seconds": seconds,
+            }
+        )
+    return results
+
+
+def epochs_table(epoch_results: list[dict]) -> str:
+    rows = [
+        (
+            f"`{result['experiment']}.py --epochs 1`",
+            f"{result['custom_seconds']:.2f}",
+            f"{result['torch_seconds']:.2f}",
+            f"{result['ratio_to_torch']:.2f}×",
+        )
+        for result in epoch_results
+    ]
+    return markdown_table(("one epoch of", "--cell custom (s)", "--cell torch (s)", "ratio"), rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The machine, and the whole run.
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "load_average_at_start": load_average(),
+    }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: how busy the machine was with other work, where the OS tells."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def machine_line(info: dict) -> str:
+    threads = f"{info['torch_threads']} thread{'s' if info['torch_threads'] != 1 else ''}"
+    line = f"{info['cpu']}, {info['logical_cores']} logical cores, PyTorch {info['torch']} with {threads}"
+    if info["load_average_at_start"] is not None:
+        line += (
+            f"; load average {info['load_average_at_start']:.1f} at the start, "
+            f"{info['load_average_at_end']:.1f} at the end"
+        )
+    return line + "."
+
+
+@contextlib.contextmanager
+def fresh_compile_cache() -> Iterator[None]:
+    """An empty Inductor cache, so that a compile time is that of a first run and not of a cache hit."""
+    previous = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    step = "forward + backward of output.sum()"
+    step += f", then one {args.optimizer} step" if args.optimizer != "none" else ", no optimizer step"
+    results = {"machine": machine(), "settings": {key: str(value) for key, value in vars(args).items()}}
+    results["step"] = step
+    with fresh_compile_cache():
+        results["sizes"] = [time_steps(size, args) for size in args.sizes]
+    results["epochs"] = [] if args.skip_epochs else time_epochs(args)
+    results["machine"]["load_average_at_end"] = load_average()
+
+    print(machine_line(results["machine"]))
+    print(f"\nOne training step ({step}), median of {args.repeats} timings:\n")
+    print(steps_table(results["sizes"]))
+    if results["epochs"]:
+        print(f"\nOne epoch of each experiment (`--epochs 1`), median of {args.epoch_repeats}:\n")
+        print(epochs_table(results["epochs"]))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The benchmark runs end to end and reports every model; it asserts nothing about timings."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_lstm.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_lstm", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_benchmark_runs_and_writes_every_model(tmp_path):
+    json_path = tmp_path / "bench.json"
+    tiny = ["--sizes", "2,3,1,4", "--repeats", "1", "--min-time", "0", "--threads", "1", "--skip-epochs"]
+    command = [sys.executable, str(SCRIPT), "--quick", *tiny, "--json", str(json_path)]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+
+    models = ["LSTM, hand-written backward (bptt)", "LSTM, autograd backward"]
+    models += ["loop over torch.nn.LSTMCell", "torch.nn.LSTM"]
+    for name in models:
+        assert f"| (2, 3, 1, 4) | {name} |" in run.stdout
+    assert "logical cores, PyTorch" in run.stdout
+    results = json.loads(json_path.read_text())
+    (size,) = results["sizes"]
+    assert (size["batch"], size["seq_len"], size["input_size"], size["hidden_size"]) == (2, 3, 1, 4)
+    assert list(size["models"]) == models
+    assert size["models"]["torch.nn.LSTM"]["ratio_to_torch"] == 1
+    assert all(timing["median_ms"] > 0 for timing in size["models"].values())
+
+
+def test_epoch_timing_runs_each_script_with_both_cells_and_skips_a_missing_one(monkeypatch, capsys):
+    benchmark = load_benchmark()
+    calls = []
+
+    def parse_args(argv):
+        return argv
+
+    def train(argv):
+        calls.append(argv)
+
+    monkeypatch.setitem(sys.modules, "binary_counting", SimpleNamespace(parse_args=parse_args, train=train))
+    monkeypatch.setitem(sys.modules, "sine_wave_prediction", None)  # as if the file were not there
+
+    results = benchmark.time_epochs(SimpleNamespace(epoch_repeats=2))
+
+    assert [result["experiment"] for result in results] == ["binary_counting"]
+    assert [argv[argv.index("--cell") + 1] for argv in calls] == ["custom", "torch", "torch", "custom"]
+    assert all(argv[:3] == ["--epochs", "1", "--quiet"] for argv in calls)
+    assert "Skipped the epoch of sine_wave_prediction" in capsys.readouterr().err
