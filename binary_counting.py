@@ -37,11 +37,10 @@ from experiment_utils import (
     positive_float,
     positive_int,
     progress,
-    resolve_device,
     run_until_interrupted,
     save_figure,
     save_json,
-    seed_everything,
+    start_run,
 )
 
 FIGURE_NAME = "train_binary.png"
@@ -177,8 +176,7 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     Both output files are rewritten after every epoch, so an interrupted run keeps what it finished.
     """
     history = [] if history is None else history
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
+    device = start_run(args)
 
     # Data and shuffling draw from their own generators, the weights from the global one: the same
     # seed gives the same data and batches with either --cell.

@@ -70,7 +70,7 @@ def available_device(text: str) -> torch.device:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, default_out_dir: str = "figures") -> None:
-    """--seed, --device, --cell, --compile, --quiet and --out-dir, the same in every script."""
+    """--seed, --device, --cell, --compile, --threads, --quiet and --out-dir, the same in every script."""
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--device",
@@ -87,6 +87,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_out_dir: st
     )
     parser.add_argument(
         "--compile", action="store_true", help="run the model through torch.compile (compile time reported)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads for torch (default: 1; models this small gain nothing from more, and on a"
+        " busy machine the threads of each small matmul wait on each other)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     parser.add_argument(
@@ -107,6 +114,13 @@ def config_of(args: argparse.Namespace) -> dict:
 
 # ---------------------------------------------------------------------------------------------------
 # Reproducibility and the device.
+
+
+def start_run(args: argparse.Namespace) -> torch.device:
+    """Seed every generator, set the CPU threads, and return the device the run trains on."""
+    seed_everything(args.seed)
+    torch.set_num_threads(args.threads)
+    return resolve_device(args.device)
 
 
 def seed_everything(seed: int) -> None:

@@ -37,11 +37,10 @@ from experiment_utils import (
     positive_float,
     positive_int,
     progress,
-    resolve_device,
     run_until_interrupted,
     save_figure,
     save_json,
-    seed_everything,
+    start_run,
 )
 
 NUM_POINTS = 800  # t = 0 … 799
@@ -142,8 +141,7 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
     that is interrupted keeps every finished epoch.
     """
     history = [] if history is None else history
-    device = resolve_device(args.device)
-    seed_everything(args.seed)
+    device = start_run(args)
     series = make_series()
     train_series, held_out = series[:TRAIN_POINTS], series[TRAIN_POINTS:]
     windows = make_windows(train_series, args.window)
