@@ -7,8 +7,10 @@ here are the ones they would otherwise both have to write.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import random
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -145,6 +147,24 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if not available[name]:
         raise ValueError(f"device {name!r} was asked for, but this machine has none")
     return torch.device(name)
+
+
+def describe_machine() -> dict:
+    """The CPU, its cores, and the PyTorch and Python versions: what a timing was measured on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        model_names = [
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
+        ]
+        if model_names:
+            cpu = model_names[0].split(":", 1)[1].strip()
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ import contextlib
 import importlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from experiment_utils import compile_model, markdown_table
+from experiment_utils import compile_model, describe_machine, markdown_table
 from lstm_cell import LSTM
 
 PUBLISHED_SIZES = [(16, 20, 1, 20), (1, 40, 1, 50)]
@@ -282,25 +281,6 @@ def epochs_table(epoch_results: list[dict]) -> str:
 # The machine, and the whole run.
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "load_average_at_start": load_average(),
-    }
-
-
 def load_average() -> float | None:
     """The 1-minute load average: how busy the machine was with other work, where the OS tells."""
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -338,7 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     step = "forward + backward of output.sum()"
     step += f", then one {args.optimizer} step" if args.optimizer != "none" else ", no optimizer step"
-    results = {"machine": machine(), "settings": {key: str(value) for key, value in vars(args).items()}}
+    results = {
+        "machine": {**describe_machine(), "load_average_at_start": load_average()},
+        "settings": {key: str(value) for key, value in vars(args).items()},
+    }
     results["step"] = step
     with fresh_compile_cache():
         results["sizes"] = [time_steps(size, args) for size in args.sizes]

@@ -1,0 +1,70 @@
+"""Tests of demo_script.py: the quick tour learns, passes its options on, and refuses bad input."""
+
+import json
+
+import pytest
+import torch
+
+import binary_counting
+import demo_script
+import sine_wave_prediction
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_quick_demo_shows_both_models_learning(tmp_path, capsys):
+    assert demo_script.main(["--quiet", "--out-dir", str(tmp_path)]) == 0
+    binary = json.loads((tmp_path / binary_counting.JSON_NAME).read_text())
+    sine = json.loads((tmp_path / "sine_wave.json").read_text())
+    assert binary["epochs"][0]["valid_accuracy"] < 0.5 < 0.95 <= binary["epochs"][-1]["valid_accuracy"]
+    assert sine["epochs"][-1]["test_loss"] <= 0.01 < sine["epochs"][0]["test_loss"]
+    for name in (binary_counting.FIGURE_NAME, "sine_epoch0.png", "sine_epoch2.png", "sine_epoch9.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    timing = json.loads((tmp_path / demo_script.TIMING_NAME).read_text())
+    assert timing["settings"] == "quick" and timing["seconds"] > 0
+    out = capsys.readouterr().out
+    assert "Binary counting (6 epochs" in out and "forecast MSE on the held-out 40 points" in out
+
+
+def test_full_runs_the_published_settings():
+    args = demo_script.parse_args(["--full"])
+    binary = binary_counting.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_BINARY_COUNTING))
+    sine = sine_wave_prediction.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_SINE_WAVE))
+    assert binary_counting.uses_published_settings(binary)
+    assert (sine.epochs, sine.batch_size, sine.lr, sine.hidden_size) == (10, 1, 0.01, 50)
+
+
+def test_shared_options_reach_both_experiments(tmp_path):
+    argv = ["--seed", "3", "--cell", "torch", "--threads", "2", "--quiet", "--out-dir", str(tmp_path)]
+    args = demo_script.parse_args(argv)
+    experiments = [
+        binary_counting.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_BINARY_COUNTING)),
+        sine_wave_prediction.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_SINE_WAVE)),
+    ]
+    for settings in experiments:
+        assert (settings.seed, settings.cell, settings.threads, settings.quiet) == (3, "torch", 2, True)
+        assert settings.out_dir == tmp_path
+
+
+@pytest.mark.parametrize("bad", [["--threads", "0"], ["--seed", "x"], ["--cell", "gru"], ["--fast"]])
+def test_bad_options_are_usage_errors_before_any_file(bad, tmp_path, capsys):
+    out_dir = tmp_path / "demo"
+    with pytest.raises(SystemExit) as exit_:
+        demo_script.main([*bad, "--out-dir", str(out_dir)])
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+    assert not out_dir.exists()
+
+
+def test_ctrl_c_stops_with_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_script, "run_binary_counting", interrupted)
+    assert demo_script.main(["--quiet", "--out-dir", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "Interrupted: 0 of 2 experiments finished."
