@@ -1,0 +1,71 @@
+"""The README's results are the committed runs' results: every table is rendered from their JSON."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+import binary_counting
+import sine_wave_prediction
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_lstm  # noqa: E402  (the benchmark is a script in its own folder)
+
+README = (ROOT / "README.md").read_text()
+
+
+def results(name: str) -> dict:
+    return json.loads((ROOT / name).read_text())
+
+
+def test_binary_counting_tables_match_the_committed_run():
+    run = results("figures/binary_counting.json")
+    assert binary_counting.uses_published_settings(binary_counting.parse_args(_argv(run["config"])))
+    assert binary_counting.comparison_table(run["epochs"]) in README
+    assert binary_counting.report(run["epochs"]) in README
+    assert binary_counting.generalization_table(run["length_generalization"]) in README
+
+
+def test_sine_wave_table_matches_the_committed_run():
+    run = results("figures/sine_wave.json")
+    defaults = vars(sine_wave_prediction.parse_args([]))
+    for setting in ("window", "hidden_size", "epochs", "lr", "batch_size"):
+        assert run["config"][setting] == defaults[setting], setting
+    assert sine_wave_prediction.report(run["epochs"]) in README
+    assert len(run["forecast"]) == 40
+
+
+def test_benchmark_tables_match_the_committed_run():
+    run = results("benchmarks/results.json")
+    assert bench_lstm.machine_line(run["machine"]) in README
+    assert bench_lstm.steps_table(run["sizes"]) in README
+    assert bench_lstm.epochs_table(run["epochs"]) in README
+
+
+def test_demo_time_is_the_measured_one():
+    run = results("figures/demo/demo.json")
+    assert run["settings"] == "quick"
+    stated = re.findall(r"about (\d+) s on a 2-core CPU|it took (\d+) s", README)
+    assert stated and all(int(a or b) == round(run["seconds"]) for a, b in stated)
+    assert run["seconds"] <= 60
+
+
+@pytest.mark.parametrize(
+    "path", re.findall(r"\]\(((?:figures|benchmarks|tests)/[^)]+|[\w.]+\.(?:py|ipynb))\)", README)
+)
+def test_linked_files_exist(path):
+    assert (ROOT / path).is_file(), path
+
+
+def test_readme_shows_the_published_figures():
+    for name in ("train_binary.png", "sine_epoch0.png", "sine_epoch2.png", "sine_epoch9.png"):
+        assert f"(figures/{name})" in README
+
+
+def _argv(config: dict) -> list[str]:
+    """The command line that reproduces a run's experiment settings."""
+    names = ("seq_len", "train_samples", "valid_samples", "hidden_size", "epochs", "batch_size", "lr")
+    return [item for name in names for item in (f"--{name.replace('_', '-')}", str(config[name]))]
