@@ -124,3 +124,19 @@ def test_lstm_compiled_as_the_scripts_compile_it_matches_torch_lstm():
     counters.clear()
     assert_matches_torch_lstm(compile_model(ours), ours, reference, x, state)
     assert not counters["graph_break"], "the whole forward and backward pass runs compiled"
+
+
+@pytest.mark.usefixtures("aot_eager")
+@pytest.mark.parametrize("backward", LSTM.BACKWARDS)
+def test_compiled_lstm_passes_gradcheck(backward):
+    torch.manual_seed(0)
+    lstm = LSTM(2, 3, num_layers=2, backward=backward, dtype=torch.float64)
+    compiled = torch.compile(lstm, backend="aot_eager", fullgraph=True, dynamic=False)
+
+    def run(x, h_0, c_0):
+        output, (h_n, c_n) = compiled(x, (h_0, c_0))
+        return output, h_n, c_n
+
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    h_0, c_0 = (torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(run, (x, h_0, c_0))
