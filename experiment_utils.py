@@ -35,22 +35,20 @@ INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a program stopped by C
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
-    return value
+    return whole_number_at_least(1, text, "a positive whole number")
 
 
 def non_negative_int(text: str) -> int:
+    return whole_number_at_least(0, text, "a whole number ≥ 0")
+
+
+def whole_number_at_least(minimum: int, text: str, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
     return value
 
 
