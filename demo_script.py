@@ -14,9 +14,7 @@ import time
 
 import binary_counting
 import sine_wave_prediction
-from experiment_utils import INTERRUPTED_EXIT_STATUS, add_common_arguments, describe_machine, save_json
-
-TIMING_NAME = "demo.json"  # how long the demo took, and on what machine
+from experiment_utils import INTERRUPTED_EXIT_STATUS, add_common_arguments
 
 # Quick settings, chosen from measured runs. Binary counting sits on a plateau (predicting the mean
 # count, loss ≈ 5) for its first ~1 500 Adam steps whatever the data size, so the quick run keeps the
@@ -85,8 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     print("\n" + "\n\n".join(summaries))
     print(f"\nBoth experiments took {seconds:.0f}s.")
-    timing = {"seconds": seconds, "settings": "full" if args.full else "quick", "machine": describe_machine()}
-    save_json(timing, args.out_dir / TIMING_NAME)
     return 0
 
 

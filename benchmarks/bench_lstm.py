@@ -11,7 +11,8 @@ ratio to torch.nn.LSTM. With `--compile`, torch.compile of the project's LSTM jo
 after warm-up, and the seconds its first step took (the compilation) are given apart.
 
 Part 2 times one epoch of each experiment, `--cell custom` against `--cell torch`, through the
-scripts' own `parse_args` and `train`.
+scripts' own `parse_args` and `train`. Part 3 times `python demo_script.py` end to end (its default quick
+settings), the figure the README gives for the demo.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--epoch-repeats", type=int, default=3, help="epochs timed per experiment and cell")
     parser.add_argument("--skip-epochs", action="store_true", help="time training steps only")
+    parser.add_argument(
+        "--skip-demo", action="store_true", help="leave out the end-to-end time of `python demo_script.py`"
+    )
     parser.add_argument("--quick", action="store_true", help="the published sizes, 5 repeats, 1 epoch each")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -278,6 +282,19 @@ def epochs_table(epoch_results: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Part 3: the demo, end to end, as a newcomer runs it.
+
+
+def time_demo() -> dict:
+    import demo_script
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        start = time.perf_counter()
+        demo_script.main(["--quiet", "--out-dir", out_dir])
+        return {"command": "python demo_script.py", "seconds": time.perf_counter() - start}
+
+
+# ---------------------------------------------------------------------------------------------------
 # The machine, and the whole run.
 
 
@@ -326,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     with fresh_compile_cache():
         results["sizes"] = [time_steps(size, args) for size in args.sizes]
     results["epochs"] = [] if args.skip_epochs else time_epochs(args)
+    results["demo"] = None if args.skip_demo else time_demo()
     results["machine"]["load_average_at_end"] = load_average()
 
     print(machine_line(results["machine"]))
@@ -334,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     if results["epochs"]:
         print(f"\nOne epoch of each experiment (`--epochs 1`), median of {args.epoch_repeats}:\n")
         print(epochs_table(results["epochs"]))
+    if results["demo"]:
+        print(f"\n`{results['demo']['command']}` took {results['demo']['seconds']:.0f} s.")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -20,7 +20,18 @@ def load_benchmark():
 
 def test_quick_benchmark_runs_and_writes_every_model(tmp_path):
     json_path = tmp_path / "bench.json"
-    tiny = ["--sizes", "2,3,1,4", "--repeats", "1", "--min-time", "0", "--threads", "1", "--skip-epochs"]
+    tiny = [
+        "--sizes",
+        "2,3,1,4",
+        "--repeats",
+        "1",
+        "--min-time",
+        "0",
+        "--threads",
+        "1",
+        "--skip-epochs",
+        "--skip-demo",
+    ]
     command = [sys.executable, str(SCRIPT), "--quick", *tiny, "--json", str(json_path)]
     run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -36,6 +47,7 @@ def test_quick_benchmark_runs_and_writes_every_model(tmp_path):
     assert list(size["models"]) == models
     assert size["models"]["torch.nn.LSTM"]["ratio_to_torch"] == 1
     assert all(timing["median_ms"] > 0 for timing in size["models"].values())
+    assert results["demo"] is None
 
 
 def test_epoch_timing_runs_each_script_with_both_cells_and_skips_a_missing_one(monkeypatch, capsys):
@@ -57,3 +69,13 @@ def test_epoch_timing_runs_each_script_with_both_cells_and_skips_a_missing_one(m
     assert [argv[argv.index("--cell") + 1] for argv in calls] == ["custom", "torch", "torch", "custom"]
     assert all(argv[:3] == ["--epochs", "1", "--quiet"] for argv in calls)
     assert "Skipped the epoch of sine_wave_prediction" in capsys.readouterr().err
+
+
+def test_demo_timing_runs_the_demo_as_a_newcomer_would(monkeypatch):
+    benchmark = load_benchmark()
+    calls = []
+    monkeypatch.setitem(sys.modules, "demo_script", SimpleNamespace(main=calls.append))
+    result = benchmark.time_demo()
+    (argv,) = calls
+    assert argv[0] == "--quiet" and argv[1] == "--out-dir" and len(argv) == 3
+    assert result["command"] == "python demo_script.py" and result["seconds"] >= 0
