@@ -1,4 +1,4 @@
-"""A hand-written LSTM whose parameters are the gate matrices of the textbook equations.
+"""An LSTM written by hand: one cell whose parameters are the gate matrices of the textbook equations.
 
 For an input x, the previous hidden state h and the previous cell state c, one time step is
 
@@ -9,154 +9,322 @@ For an input x, the previous hidden state h and the previous cell state c, one t
     c' = f ⊙ c + i ⊙ g
     h' = o ⊙ tanh(c')
 
-`LSTMCell` computes exactly these lines, gate by gate. `LSTM` runs a stack of cells over a sequence
-with the same call and return shapes as `torch.nn.LSTM`; for speed it stacks the four gate matrices
-so that one matmul per step gives all four gates, and it carries its gradient back through time with
-a hand-written backward pass (`LSTMLayerFunction`).
+This is `torch.nn.LSTM`'s cell, the one Greff et al. ("LSTM: A Search Space Odyssey", IEEE TNNLS 2017)
+call NP, "no peepholes". In this file, in reading order:
+
+- `LSTMCell`: these lines, one gate a line. `LSTMCell.forward` *is* the definition of one step.
+- The variants Greff et al. compared, each a subclass that replaces one line: `VARIANTS` names them.
+- `LSTM`: a stack of cells run over a sequence, called like `torch.nn.LSTM`. It loops whatever cell it
+  is given. For speed it may run a faster specialization of the same step, but only one that has been
+  checked, on that very cell, to compute what `cell.forward` computes (`agrees_with_forward`); an
+  edited or subclassed cell is never silently replaced by the textbook equations.
+
+The hand-derived backward pass (backpropagation through time) lives in `lstm_bptt.py`.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import types
+import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+import lstm_bptt
+
 State = tuple[Tensor, Tensor]
+Steps = dict[str, Tensor]  # one step's i, f, g, o, c and h
 
 
 class LSTMCell(nn.Module):
-    """One LSTM time step: `(h', c') = cell(x, (h, c))` with the equations of this module's docstring.
+    """One LSTM time step, `(h', c') = cell(x, (h, c))`, with the equations of this module's docstring.
 
-    Shapes: x is (batch, input_size); h, c, h' and c' are (batch, hidden_size).
-    Parameters: W_i* are (hidden_size, input_size), W_h* are (hidden_size, hidden_size), b_* are
-    (hidden_size,). PyTorch keeps two biases per gate (b_ih + b_hh); one is enough.
+    Shapes: x is (batch, input_size); h, c, h' and c' are (batch, hidden_size); a missing state
+    starts from zeros. Parameters: W_i* (hidden_size, input_size), W_h* (hidden_size, hidden_size),
+    b_* (hidden_size,), one per gate in `GATES`. PyTorch keeps two biases per gate (b_ih + b_hh);
+    one is enough. `bias=False` leaves out the b_*.
+
+    `forget_bias`: the initial value of every b_f (None keeps PyTorch's uniform initialization;
+    Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0 so that the cell starts by keeping c).
+
+    Raises TypeError/ValueError for sizes that are not positive ints and for input or state of the
+    wrong shape, dtype or device, naming what was expected and what came.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, *, device=None, dtype=None) -> None:
+    GATES = ("i", "f", "g", "o")  # the gates with weight matrices, in torch.nn.LSTM's stacking order
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        *,
+        forget_bias: float | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
+        self.bias = check_bool("bias", bias)
+        self.forget_bias = check_forget_bias(forget_bias, bias)
         like = {"device": device, "dtype": dtype}
-        self.W_ii = nn.Parameter(torch.empty(hidden_size, input_size, **like))
-        self.W_if = nn.Parameter(torch.empty(hidden_size, input_size, **like))
-        self.W_ig = nn.Parameter(torch.empty(hidden_size, input_size, **like))
-        self.W_io = nn.Parameter(torch.empty(hidden_size, input_size, **like))
-        self.W_hi = nn.Parameter(torch.empty(hidden_size, hidden_size, **like))
-        self.W_hf = nn.Parameter(torch.empty(hidden_size, hidden_size, **like))
-        self.W_hg = nn.Parameter(torch.empty(hidden_size, hidden_size, **like))
-        self.W_ho = nn.Parameter(torch.empty(hidden_size, hidden_size, **like))
-        self.b_i = nn.Parameter(torch.empty(hidden_size, **like))
-        self.b_f = nn.Parameter(torch.empty(hidden_size, **like))
-        self.b_g = nn.Parameter(torch.empty(hidden_size, **like))
-        self.b_o = nn.Parameter(torch.empty(hidden_size, **like))
+        for gate in self.GATES:
+            setattr(self, f"W_i{gate}", nn.Parameter(torch.empty(hidden_size, input_size, **like)))
+        for gate in self.GATES:
+            setattr(self, f"W_h{gate}", nn.Parameter(torch.empty(hidden_size, hidden_size, **like)))
+        for gate in self.GATES if bias else ():
+            setattr(self, f"b_{gate}", nn.Parameter(torch.empty(hidden_size, **like)))
         self.reset_parameters()
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
-        check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=self.W_ii, name="x")
+        check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=self.W_ig, name="x")
         h, c = check_state(state, (x.shape[0], self.hidden_size), like=x)
-        i, f, g, o = self.gates(x, h)
-        c_next = f * c + i * g
-        h_next = o * torch.tanh(c_next)
-        return h_next, c_next
+        steps = self.step(self.preactivations(x, h), c)
+        return steps["h"], steps["c"]
 
-    def gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The input gate i, forget gate f, cell candidate g and output gate o for input x and state h."""
-        i = torch.sigmoid(x @ self.W_ii.T + h @ self.W_hi.T + self.b_i)
-        f = torch.sigmoid(x @ self.W_if.T + h @ self.W_hf.T + self.b_f)
-        g = torch.tanh(x @ self.W_ig.T + h @ self.W_hg.T + self.b_g)
-        o = torch.sigmoid(x @ self.W_io.T + h @ self.W_ho.T + self.b_o)
-        return i, f, g, o
+    def preactivations(self, x: Tensor, h: Tensor) -> dict[str, Tensor]:
+        """a_k = W_ik x + W_hk h + b_k for each gate k in GATES, each (batch, hidden_size)."""
+        return {gate: self.affine(gate, x, h) for gate in self.GATES}
+
+    def affine(self, gate: str, x: Tensor, h: Tensor) -> Tensor:
+        a = x @ getattr(self, f"W_i{gate}").T + h @ getattr(self, f"W_h{gate}").T
+        return a + getattr(self, f"b_{gate}") if self.bias else a
+
+    def step(self, a: dict[str, Tensor], c: Tensor) -> Steps:
+        """The equations, from the gates' pre-activations `a` and the previous cell state c.
+
+        Returns every quantity of the step, {"i", "f", "g", "o", "c", "h"}, each (batch, hidden_size);
+        "c" and "h" are c' and h'. `LSTM.trace` records them.
+        """
+        i = self.input_gate(a, c)
+        f = self.forget_gate(a, c, i)
+        g = self.candidate(a)
+        c_next = f * c + i * g
+        o = self.output_gate(a, c_next)
+        h_next = o * self.output_activation(c_next)
+        return {"i": i, "f": f, "g": g, "o": o, "c": c_next, "h": h_next}
+
+    # One line of the equations each, so that a variant replaces exactly the line it changes.
+    def input_gate(self, a: dict[str, Tensor], c: Tensor) -> Tensor:
+        return torch.sigmoid(a["i"])
+
+    def forget_gate(self, a: dict[str, Tensor], c: Tensor, i: Tensor) -> Tensor:
+        return torch.sigmoid(a["f"])
+
+    def candidate(self, a: dict[str, Tensor]) -> Tensor:
+        return torch.tanh(a["g"])
+
+    def output_gate(self, a: dict[str, Tensor], c_next: Tensor) -> Tensor:
+        return torch.sigmoid(a["o"])
+
+    def output_activation(self, c_next: Tensor) -> Tensor:
+        return torch.tanh(c_next)
 
     def reset_parameters(self) -> None:
         # PyTorch's initialization, so that this cell and nn.LSTMCell start from the same distribution.
         bound = 1.0 / math.sqrt(self.hidden_size)
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -bound, bound)
+        if self.forget_bias is not None:
+            with torch.no_grad():
+                self.set_forget_bias(self.forget_bias)
 
-    def stacked_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(W_x, W_h, b): the gate matrices stacked in the order [o; i; f; g].
-
-        One matmul with a stacked matrix computes all four gates at once. The sigmoid gates come
-        first and the tanh candidate last, so each nonlinearity runs once over one contiguous slice;
-        the output gate leads them because its gradient comes from dh and the others' from dc, which
-        lets the backward pass compute each group with one call (see `backward_loop`).
-        """
-        W_x = torch.cat((self.W_io, self.W_ii, self.W_if, self.W_ig))
-        W_h = torch.cat((self.W_ho, self.W_hi, self.W_hf, self.W_hg))
-        b = torch.cat((self.b_o, self.b_i, self.b_f, self.b_g))
-        return W_x, W_h, b
+    def set_forget_bias(self, value: float) -> None:
+        self.b_f.fill_(value)
 
     @classmethod
     def from_torch(cls, cell: nn.LSTMCell) -> LSTMCell:
         """A cell computing exactly what `cell` computes, on its device and in its dtype."""
         if not isinstance(cell, nn.LSTMCell):
             raise TypeError(f"from_torch expected a torch.nn.LSTMCell, got {type(cell).__name__}")
-        if not cell.bias:
-            raise ValueError("from_torch expected a torch.nn.LSTMCell with bias=True, got bias=False")
+        if cls is not LSTMCell:
+            raise ValueError(f"from_torch builds the standard LSTMCell; {cls.__name__} is a variant")
         weight = cell.weight_ih
-        ours = cls(cell.input_size, cell.hidden_size, device=weight.device, dtype=weight.dtype)
-        ours.load_torch_weights(cell.weight_ih, cell.weight_hh, cell.bias_ih + cell.bias_hh)
+        ours = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device, dtype=weight.dtype)
+        bias = cell.bias_ih + cell.bias_hh if cell.bias else None
+        ours.load_torch_weights(cell.weight_ih, cell.weight_hh, bias)
         return ours
 
     def to_torch(self) -> nn.LSTMCell:
-        """A `torch.nn.LSTMCell` computing exactly what this cell computes."""
-        cell = nn.LSTMCell(self.input_size, self.hidden_size, device="meta", dtype=self.W_ii.dtype)
+        """A `torch.nn.LSTMCell` computing exactly what this cell computes.
+
+        Raises ValueError when this cell is a variant, or an edited cell, that nn.LSTMCell cannot express.
+        """
+        check_convertible(self)
+        cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device="meta", dtype=self.W_ig.dtype)
         # Made on the meta device and filled here: no random initialization, so no draw from the RNG.
-        cell = cell.to_empty(device=self.W_ii.device)
+        cell = cell.to_empty(device=self.W_ig.device)
         with torch.no_grad():
-            cell.weight_ih.copy_(self.torch_weight_ih())
-            cell.weight_hh.copy_(self.torch_weight_hh())
-            cell.bias_ih.copy_(self.torch_bias())
-            cell.bias_hh.zero_()
+            cell.weight_ih.copy_(torch.cat([getattr(self, f"W_i{gate}") for gate in self.GATES]))
+            cell.weight_hh.copy_(torch.cat([getattr(self, f"W_h{gate}") for gate in self.GATES]))
+            if self.bias:
+                cell.bias_ih.copy_(torch.cat([getattr(self, f"b_{gate}") for gate in self.GATES]))
+                cell.bias_hh.zero_()
         return cell
 
-    # PyTorch stacks its gate matrices in the order [i; f; g; o].
-    def torch_weight_ih(self) -> Tensor:
-        return torch.cat((self.W_ii, self.W_if, self.W_ig, self.W_io))
-
-    def torch_weight_hh(self) -> Tensor:
-        return torch.cat((self.W_hi, self.W_hf, self.W_hg, self.W_ho))
-
-    def torch_bias(self) -> Tensor:
-        return torch.cat((self.b_i, self.b_f, self.b_g, self.b_o))
-
     @torch.no_grad()
-    def load_torch_weights(self, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor) -> None:
+    def load_torch_weights(self, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None) -> None:
         """Copy PyTorch's stacked [i; f; g; o] weights and summed bias into the named gate matrices."""
-        ours = (self.W_ii, self.W_if, self.W_ig, self.W_io, self.W_hi, self.W_hf, self.W_hg, self.W_ho)
-        ours += (self.b_i, self.b_f, self.b_g, self.b_o)
-        theirs = (*weight_ih.chunk(4), *weight_hh.chunk(4), *bias.chunk(4))
-        for parameter, value in zip(ours, theirs, strict=True):
-            parameter.copy_(value)
+        for gate, w_i, w_h in zip(self.GATES, weight_ih.chunk(4), weight_hh.chunk(4), strict=True):
+            getattr(self, f"W_i{gate}").copy_(w_i)
+            getattr(self, f"W_h{gate}").copy_(w_h)
+        for gate, b in zip(self.GATES, bias.chunk(4) if self.bias else (), strict=False):
+            getattr(self, f"b_{gate}").copy_(b)
 
     def extra_repr(self) -> str:
-        return f"input_size={self.input_size}, hidden_size={self.hidden_size}"
+        settings = f"input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias}"
+        return settings + ("" if self.forget_bias is None else f", forget_bias={self.forget_bias}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The variants of Greff et al. (2017), Table I, each changing one thing relative to LSTMCell ("NP").
+
+
+class PeepholeLSTMCell(LSTMCell):
+    """Peephole connections (Gers & Schmidhuber, IJCNN 2000; Greff et al. 2017's "vanilla" LSTM):
+
+        i  = σ(W_ii x + W_hi h + p_i ⊙ c + b_i)
+        f  = σ(W_if x + W_hf h + p_f ⊙ c + b_f)
+        o  = σ(W_io x + W_ho h + p_o ⊙ c' + b_o)      the output gate looks at the new cell state
+
+    p_i, p_f and p_o are (hidden_size,) parameters; everything else is LSTMCell's.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, **options) -> None:
+        super().__init__(input_size, hidden_size, bias, **options)
+        like = {"device": self.W_ig.device, "dtype": self.W_ig.dtype}
+        self.p_i, self.p_f, self.p_o = (nn.Parameter(torch.empty(hidden_size, **like)) for _ in "ifo")
+        self.reset_parameters()  # again, now that the peepholes exist
+
+    def input_gate(self, a, c):
+        return torch.sigmoid(a["i"] + self.p_i * c)
+
+    def forget_gate(self, a, c, i):
+        return torch.sigmoid(a["f"] + self.p_f * c)
+
+    def output_gate(self, a, c_next):
+        return torch.sigmoid(a["o"] + self.p_o * c_next)
+
+
+class NoInputGateLSTMCell(LSTMCell):
+    """NIG, no input gate: i ≡ 1, so c' = f ⊙ c + g. No W_ii, W_hi, b_i (Greff et al. 2017)."""
+
+    GATES = ("f", "g", "o")
+
+    def input_gate(self, a, c):
+        return torch.ones_like(c)
+
+
+class NoForgetGateLSTMCell(LSTMCell):
+    """NFG, no forget gate: f ≡ 1, so c' = c + i ⊙ g, the original LSTM of Hochreiter & Schmidhuber
+    (1997). No W_if, W_hf, b_f; a forget_bias is refused (Greff et al. 2017)."""
+
+    GATES = ("i", "g", "o")
+
+    def forget_gate(self, a, c, i):
+        return torch.ones_like(c)
+
+    def set_forget_bias(self, value: float) -> None:
+        raise ValueError("forget_bias: the nfg variant has no forget gate; leave forget_bias unset")
+
+
+class NoOutputGateLSTMCell(LSTMCell):
+    """NOG, no output gate: o ≡ 1, so h' = tanh(c'). No W_io, W_ho, b_o (Greff et al. 2017)."""
+
+    GATES = ("i", "f", "g")
+
+    def output_gate(self, a, c_next):
+        return torch.ones_like(c_next)
+
+
+class NoInputActivationLSTMCell(LSTMCell):
+    """NIAF, no input activation function: g = W_ig x + W_hg h + b_g, without the tanh (Greff et al. 2017)."""
+
+    def candidate(self, a):
+        return a["g"]
+
+
+class NoOutputActivationLSTMCell(LSTMCell):
+    """NOAF, no output activation function: h' = o ⊙ c', without the tanh, so h is unbounded
+    (Greff et al. 2017)."""
+
+    def output_activation(self, c_next):
+        return c_next
+
+
+class CoupledGateLSTMCell(LSTMCell):
+    """CIFG, coupled input and forget gate: f = 1 − i, as in the GRU (Cho et al. 2014; Greff et al.
+    2017). No W_if, W_hf, b_f; a forget_bias B sets b_i = −B, so that f = 1 − σ(b_i) starts at σ(B)."""
+
+    GATES = ("i", "g", "o")
+
+    def forget_gate(self, a, c, i):
+        return 1 - i
+
+    def set_forget_bias(self, value: float) -> None:
+        self.b_i.fill_(-value)
+
+
+VARIANTS: dict[str, type[LSTMCell]] = {
+    "standard": LSTMCell,
+    "peephole": PeepholeLSTMCell,
+    "nig": NoInputGateLSTMCell,
+    "nfg": NoForgetGateLSTMCell,
+    "nog": NoOutputGateLSTMCell,
+    "niaf": NoInputActivationLSTMCell,
+    "noaf": NoOutputActivationLSTMCell,
+    "cifg": CoupledGateLSTMCell,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The layer
 
 
 class LSTM(nn.Module):
-    """A stack of `LSTMCell`s run over a sequence, called like a single-direction `torch.nn.LSTM`.
+    """A stack of cells run over a sequence, with torch.nn.LSTM's signature, call and return shapes.
 
-    `output, (h_n, c_n) = lstm(x, (h_0, c_0))` with x of shape (seq_len, batch, input_size), or
-    (batch, seq_len, input_size) when batch_first, or (seq_len, input_size) for one unbatched
-    sequence. output holds the last layer's h at every step; h_n and c_n hold every layer's last
-    state, (num_layers, batch, hidden_size). A missing state starts from zeros.
+    `output, (h_n, c_n) = lstm(x, (h_0, c_0))` (the state may also be given as `hx=`), with x of shape
+    (seq_len, batch, input_size), or (batch, seq_len, input_size) when batch_first, or
+    (seq_len, input_size) for one unbatched sequence with a state of (num_layers, hidden_size).
+    output holds the last layer's h at every step; h_n and c_n hold every layer's last state,
+    (num_layers, batch, hidden_size). A missing state starts from zeros. `dropout` applies to every
+    layer's output but the last, in training mode, as in torch.nn.LSTM.
 
-    `backward` chooses how gradients flow back through time: "bptt" (the hand-written backward pass
-    of `LSTMLayerFunction`, the fast default) or "autograd" (PyTorch differentiates the forward loop).
-    Both run under torch.compile, which traces the hand-written backward pass as well.
+    `variant` names the cell class (a key of `VARIANTS`, or an `LSTMCell` subclass); `forget_bias`
+    is passed to every cell. `backward` chooses how gradients flow back through time:
+
+    - "auto" (default): the hand-derived backward pass of `lstm_bptt` where it applies (a cell that
+      computes the standard equations, eager mode, no autocast), autograd everywhere else;
+    - "bptt": the hand-derived backward pass, or a clear error where it cannot be used;
+    - "autograd": PyTorch differentiates the cell's own step, step by step.
+
+    `training_path()` says which one a training step takes. Under `torch.compile`, `torch.export`,
+    `torch.func` transforms and autocast the layer calls `cell(x_t, (h, c))` at every step.
+
+    Raises ValueError for `bidirectional=True` and `proj_size > 0`, which it does not implement.
     """
 
-    BACKWARDS = ("bptt", "autograd")
+    BACKWARDS = ("auto", "bptt", "autograd")
 
     def __init__(
         self,
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
+        bias: bool = True,
         batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
         *,
-        backward: str = "bptt",
+        variant: str | type[LSTMCell] = "standard",
+        forget_bias: float | None = None,
+        backward: str = "auto",
         device=None,
         dtype=None,
     ) -> None:
@@ -164,13 +332,16 @@ class LSTM(nn.Module):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
-        if not isinstance(batch_first, bool):
-            raise TypeError(f"batch_first must be a bool, got {type(batch_first).__name__}")
-        self.batch_first = batch_first
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
+        self.dropout = check_dropout(dropout, num_layers)
+        check_unsupported(bidirectional, proj_size)
+        self.cell_class = cell_class_of(variant)
+        self.variant = next((name for name, cls in VARIANTS.items() if cls is self.cell_class), None)
         self.backward = backward
-        like = {"device": device, "dtype": dtype}
+        options = {"forget_bias": forget_bias, "device": device, "dtype": dtype}
         self.cells = nn.ModuleList(
-            LSTMCell(input_size if layer == 0 else hidden_size, hidden_size, **like)
+            self.cell_class(input_size if layer == 0 else hidden_size, hidden_size, bias, **options)
             for layer in range(num_layers)
         )
 
@@ -184,249 +355,355 @@ class LSTM(nn.Module):
             raise ValueError(f"backward must be one of {self.BACKWARDS}, got {backward!r}")
         self._backward = backward
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        if isinstance(x, Tensor) and x.dim() == 2:
-            return self.forward_unbatched(x, state)
-        like = self.cells[0].W_ii
-        layout = "batch, seq_len" if self.batch_first else "seq_len, batch"
-        check_input(x, f"({layout}, input_size={self.input_size})", rank=3, like=like, name="x")
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        seq_len, batch = x.shape[:2]
-        if seq_len == 0 or batch == 0:
-            raise ValueError(f"x must hold a non-empty sequence and batch, got shape {tuple(x.shape)}")
-        h_0, c_0 = check_state(state, (self.num_layers, batch, self.hidden_size), like=x)
-
-        run_layer = run_layer_autograd
-        if self.backward == "bptt":
-            run_layer = LSTMLayerFunction.apply
+    def forward(self, x: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
+        x, (h_0, c_0), restore = self.prepare(x, hx)
         layer_input, h_n, c_n = x, [], []
         for layer, cell in enumerate(self.cells):
-            W_x, W_h, b = cell.stacked_weights()
-            # The input projections of all time steps need no recurrence: one matmul does them all.
-            x_proj = torch.addmm(b, layer_input.reshape(seq_len * batch, -1), W_x.T)
-            layer_input, c_last = run_layer(x_proj.view(seq_len, batch, -1), h_0[layer], c_0[layer], W_h)
-            h_n.append(layer_input[-1])
-            c_n.append(c_last)
+            if layer > 0 and self.dropout > 0:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+            run_layer = self.layer_runner(cell, needs_gradient(layer_input, h_0, c_0, cell))
+            layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer])
+            h_n.append(h)
+            c_n.append(c)
+        # Stacked, so h_n and c_n are tensors of their own, never views of output (as in nn.LSTM).
+        return restore(layer_input), (
+            restore(torch.stack(h_n), state=True),
+            restore(torch.stack(c_n), state=True),
+        )
 
-        output = layer_input.transpose(0, 1) if self.batch_first else layer_input
-        if self.num_layers == 1:  # a view instead of a copy: one layer's stack is just a new first axis
-            return output, (h_n[0].unsqueeze(0), c_n[0].unsqueeze(0))
-        return output, (torch.stack(h_n), torch.stack(c_n))
+    def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
+        """Every step's i, f, g, o, c and h, one dict per layer, each laid out like `output`.
 
-    def forward_unbatched(self, x: Tensor, state: State | None) -> tuple[Tensor, State]:
-        """One sequence of shape (seq_len, input_size), its state (num_layers, hidden_size), if any."""
-        batch_dim = 0 if self.batch_first else 1
-        if state is not None:
-            state = tuple(s.unsqueeze(1) if isinstance(s, Tensor) else s for s in check_pair(state))
-        output, (h_n, c_n) = self(x.unsqueeze(batch_dim), state)
-        return output.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
+        Computed by the cells' own `step`, the code that trains. For a gate a variant removes, the
+        value the variant uses (ones, or 1 − i for CIFG's f). Gradients flow through the result when
+        grad mode is on. Raises ValueError for a cell whose forward no longer goes through its `step`.
+        """
+        x, (h_0, c_0), restore = self.prepare(x, state)
+        layer_input, layers = x, []
+        for layer, cell in enumerate(self.cells):
+            if not agrees_with_forward(cell, run_stacked):
+                raise ValueError(
+                    f"trace reads the gates from {type(cell).__name__}.step, but this cell's forward no "
+                    "longer computes its step through step(); make forward call step, or trace by hand"
+                )
+            if layer > 0 and self.dropout > 0:
+                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+            steps: list[Steps] = []
+            layer_input, _ = run_stacked(cell, layer_input, h_0[layer], c_0[layer], record=steps)
+            layers.append({key: restore(torch.stack([s[key] for s in steps])) for key in steps[0]})
+        return layers
+
+    def training_path(self) -> str:
+        """How a training step runs in eager mode: "bptt", "autograd" or "autograd, step by step".
+
+        "bptt": lstm_bptt's hand-derived backward pass. "autograd": the cell's `step` with the input
+        projections of all steps computed at once. "autograd, step by step": `cell(x_t, (h, c))` at every
+        step, for a cell whose forward no longer goes through its `step`.
+        """
+        return PATH_NAMES[self.layer_runner(self.cells[0], needs_grad=True)]
+
+    def layer_runner(self, cell: LSTMCell, needs_grad: bool) -> Callable:
+        """The function that runs `cell` over one layer: the fastest one that computes `cell.forward`."""
+        special = special_mode()
+        if special is not None:
+            if self.backward == "bptt" and needs_grad:
+                raise RuntimeError(
+                    f"LSTM(backward='bptt') cannot run under {special}: its hand-derived backward pass "
+                    "works in eager mode only; use backward='auto' or 'autograd'"
+                )
+            return run_step_by_step
+        if needs_grad and self.backward != "autograd":
+            if agrees_with_forward(cell, run_bptt):
+                return run_bptt
+            if self.backward == "bptt":
+                raise ValueError(
+                    f"LSTM(backward='bptt') differentiates the standard LSTM equations by hand, but "
+                    f"{type(cell).__name__}.forward computes something else (a variant, a subclass or an "
+                    "edited cell); use backward='autograd' (or 'auto'), which differentiates the cell's "
+                    "own forward"
+                )
+        return run_stacked if agrees_with_forward(cell, run_stacked) else run_step_by_step
+
+    def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
+        """x as (seq_len, batch, input_size), the checked state, and the inverse of that layout."""
+        layers, hidden = self.num_layers, self.hidden_size
+        like = self.cells[0].W_ig
+        if isinstance(x, Tensor) and x.dim() == 2:  # one unbatched sequence
+            check_input(x, f"(seq_len, input_size={self.input_size})", rank=2, like=like, name="x")
+            if hx is not None:
+                for name, tensor in zip(("h_0", "c_0"), check_pair(hx), strict=True):
+                    if isinstance(tensor, Tensor) and tensor.dim() != 2:
+                        raise ValueError(
+                            f"for unbatched 2-D input x of shape {tuple(x.shape)}, {name} must also be "
+                            f"2-D, (num_layers={layers}, hidden_size={hidden}); got {tuple(tensor.shape)}"
+                        )
+                hx = tuple(tensor.unsqueeze(1) for tensor in check_state(hx, (layers, hidden), like=x))
+            if len(x) == 0:
+                raise ValueError(f"x must hold a non-empty sequence, got shape {tuple(x.shape)}")
+            x = x.unsqueeze(1)
+
+            def restore(tensor: Tensor, state: bool = False) -> Tensor:
+                return tensor.squeeze(1)
+
+        else:
+            layout = "batch, seq_len" if self.batch_first else "seq_len, batch"
+            check_input(x, f"({layout}, input_size={self.input_size})", rank=3, like=like, name="x")
+            if x.shape[0] == 0 or x.shape[1] == 0:
+                raise ValueError(f"x must hold a non-empty sequence and batch, got shape {tuple(x.shape)}")
+            if self.batch_first:
+                x = x.transpose(0, 1)
+
+            def restore(tensor: Tensor, state: bool = False) -> Tensor:
+                return tensor.transpose(0, 1) if self.batch_first and not state else tensor
+
+        state = check_state(hx, (layers, x.shape[1], hidden), like=x)
+        return x, state, restore
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM) -> LSTM:
-        """An LSTM computing exactly what `lstm` computes, on its device and in its dtype."""
+        """An LSTM computing exactly what `lstm` computes, on its device and in its dtype.
+
+        Raises TypeError for anything but a torch.nn.LSTM, ValueError for bidirectional or proj_size > 0.
+        """
         if not isinstance(lstm, nn.LSTM):
             raise TypeError(f"from_torch expected a torch.nn.LSTM, got {type(lstm).__name__}")
-        unsupported = {
-            "bidirectional=True": lstm.bidirectional,
-            "bias=False": not lstm.bias,
-            f"proj_size={lstm.proj_size}": lstm.proj_size > 0,
-            f"dropout={lstm.dropout}": lstm.dropout > 0,
-        }
-        for setting, present in unsupported.items():
-            if present:
-                raise ValueError(
-                    "from_torch expected a single-direction torch.nn.LSTM with bias, no projection "
-                    f"and no dropout, got {setting}"
-                )
+        check_unsupported(lstm.bidirectional, lstm.proj_size, what="from_torch")
         weight = lstm.weight_ih_l0
         ours = cls(
             lstm.input_size,
             lstm.hidden_size,
             lstm.num_layers,
+            lstm.bias,
             lstm.batch_first,
+            lstm.dropout,
             device=weight.device,
             dtype=weight.dtype,
         )
         for layer, cell in enumerate(ours.cells):
-            weight_ih, weight_hh, bias_ih, bias_hh = (
-                getattr(lstm, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            weights = {name: getattr(lstm, f"{name}_l{layer}", None) for name in ("weight_ih", "weight_hh")}
+            bias = (
+                getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}") if lstm.bias else None
             )
-            cell.load_torch_weights(weight_ih, weight_hh, bias_ih + bias_hh)
+            cell.load_torch_weights(weights["weight_ih"], weights["weight_hh"], bias)
         return ours
 
     def to_torch(self) -> nn.LSTM:
-        """A `torch.nn.LSTM` computing exactly what this LSTM computes."""
-        like = self.cells[0].W_ii
+        """A `torch.nn.LSTM` computing exactly what this LSTM computes.
+
+        Raises ValueError when the cells are a variant, or edited, so that nn.LSTM cannot express them.
+        """
+        like = self.cells[0].W_ig
         lstm = nn.LSTM(
             self.input_size,
             self.hidden_size,
             self.num_layers,
-            batch_first=self.batch_first,
+            self.bias,
+            self.batch_first,
+            self.dropout,
             device="meta",
             dtype=like.dtype,
         ).to_empty(device=like.device)
         with torch.no_grad():
             for layer, cell in enumerate(self.cells):
-                getattr(lstm, f"weight_ih_l{layer}").copy_(cell.torch_weight_ih())
-                getattr(lstm, f"weight_hh_l{layer}").copy_(cell.torch_weight_hh())
-                getattr(lstm, f"bias_ih_l{layer}").copy_(cell.torch_bias())
-                getattr(lstm, f"bias_hh_l{layer}").zero_()
+                converted = cell.to_torch()
+                for name, value in converted.named_parameters():
+                    getattr(lstm, f"{name}_l{layer}").copy_(value)
         return lstm
 
     def extra_repr(self) -> str:
-        return f"backward={self.backward!r}, batch_first={self.batch_first}"
+        settings = [f"variant={self.variant or self.cell_class.__name__!r}", f"backward={self.backward!r}"]
+        settings += [f"bias={self.bias}", f"batch_first={self.batch_first}", f"dropout={self.dropout}"]
+        return ", ".join(settings)
 
 
 # ---------------------------------------------------------------------------------------------------
-# One layer over a whole sequence. Both functions take the input projections x_proj (seq_len, batch,
-# 4 * hidden) = W_x x_t + b of every step, the layer's initial (h, c) and the stacked W_h, with the
-# gates in the order [o; i; f; g], and return (every step's h, the last c).
+# Running one layer: three ways, each returning (every step's h (seq_len, batch, hidden), (h_n, c_n)).
 
 
-def run_layer_autograd(x_proj: Tensor, h: Tensor, c: Tensor, W_h: Tensor) -> tuple[Tensor, Tensor]:
-    """The LSTM equations step by step, differentiated by autograd."""
-    hidden = h.shape[-1]
+def run_step_by_step(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+    """The definition itself: `cell(x_t, (h, c))` at every step, differentiated by autograd."""
     outputs = []
-    for x_proj_t in x_proj:
-        gates = torch.addmm(x_proj_t, h, W_h.T)
-        o, i, f = torch.sigmoid(gates[:, : 3 * hidden]).chunk(3, dim=1)
-        g = torch.tanh(gates[:, 3 * hidden :])
-        c = f * c + i * g
-        h = o * torch.tanh(c)
+    for x_t in x:
+        h, c = cell(x_t, (h, c))
         outputs.append(h)
-    return torch.stack(outputs), c
+    return torch.stack(outputs), (h, c)
 
 
-class LSTMLayerFunction(torch.autograd.Function):
-    """The same computation as `run_layer_autograd`, with backpropagation through time by hand.
+def run_bptt(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+    """The standard equations with `lstm_bptt`'s hand-derived backward pass (for a checked cell only)."""
+    return lstm_bptt.run_layer(x, h, c, *stacked_weights(cell, order="oifg"))
 
-    Backward walks the steps in reverse, carrying dL/dh and dL/dc from step t+1 to step t. With a =
-    the gate pre-activations and s' = the derivative of each nonlinearity (σ' = σ(1-σ), tanh' = 1-tanh²):
 
-        dh_t  = dL/dh_t (from the output) + W_hᵀ da_{t+1}       h_t enters step t+1 through W_h
-        dc_t  = dc_{t+1} ⊙ f_{t+1} + dh_t ⊙ o_t ⊙ tanh'(c_t)    c_t enters c_{t+1} and h_t
-        da_o  = dh_t ⊙ tanh(c_t) ⊙ σ'(o)   da_i = dc_t ⊙ g_t ⊙ σ'(i)
-        da_f  = dc_t ⊙ c_{t-1} ⊙ σ'(f)     da_g = dc_t ⊙ i_t ⊙ tanh'(g)
+PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
 
-    and finally dW_h = Σ_t da_t h_{t-1}ᵀ, dx_proj_t = da_t, dh_0 = W_hᵀ da_1, dc_0 = dc_1 ⊙ f_1.
 
-    At the published sizes each PyTorch call costs more than its arithmetic, so both loops make as
-    few calls as they can, in inference mode. Forward keeps every step's gates, h and c. Backward
-    first computes, for all steps at once, every factor above that does not depend on the carried
-    gradients (`local_derivatives`), so that the loop itself (`backward_loop`) is four calls a step.
+def run_stacked(
+    cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, *, record: list[Steps] | None = None
+) -> tuple[Tensor, State]:
+    """`cell.step` at every step, its pre-activations from stacked matrices, differentiated by autograd.
+
+    The input's share W_ik x_t + b_k of every gate needs no recurrence, so one matmul computes it for
+    many steps at once; the recurrent share of all gates is one matmul a step. Appends every step's
+    quantities to `record` when given.
+    """
+    W_x, W_h, b = stacked_weights(cell)
+    W_h_T = W_h.T
+    outputs = []
+    for chunk in x.split(PROJECTION_STEPS):
+        flat = chunk.reshape(-1, chunk.shape[-1])
+        x_proj = (flat @ W_x.T if b is None else torch.addmm(b, flat, W_x.T)).view(len(chunk), len(h), -1)
+        for x_proj_t in x_proj:
+            a = torch.addmm(x_proj_t, h, W_h_T).split(cell.hidden_size, dim=1)
+            steps = cell.step(dict(zip(cell.GATES, a, strict=True)), c)
+            h, c = steps["h"], steps["c"]
+            outputs.append(h)
+            if record is not None:
+                record.append(steps)
+    return torch.stack(outputs), (h, c)
+
+
+def stacked_weights(cell: LSTMCell, order: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(W_x, W_h, b): the cell's gate matrices stacked in the order of `order` (default: cell.GATES);
+    b is None without bias. AttributeError for a gate the cell does not have."""
+    order = cell.GATES if order is None else order
+    parameters = [getattr(cell, f"{kind}{gate}") for kind in ("W_i", "W_h") for gate in order]
+    parameters += [getattr(cell, f"b_{gate}") for gate in order] if cell.bias else []
+    W_x, W_h, *b = StackParameters.apply(len(order), *parameters)
+    return W_x, W_h, b[0] if b else None
+
+
+class StackParameters(torch.autograd.Function):
+    """torch.cat of the gate matrices, in groups of `gates`, which also saves the parameters for backward.
+
+    torch.cat alone saves nothing, so a parameter changed in place between forward and backward would
+    go unnoticed and its gradient be taken at the old value. Saved here, autograd raises instead, as it
+    does for torch.nn.LSTM.
     """
 
     @staticmethod
-    def forward(ctx, x_proj: Tensor, h_0: Tensor, c_0: Tensor, W_h: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = W_h.shape[1]
-        W_h_T = W_h.T.contiguous()  # a matmul with a transposed view is slower at these sizes
-        h, c = h_0, c_0
-        all_gates, hs, cs = [], [h], [c]
-        with torch.inference_mode():  # autograd's bookkeeping would cost each small call about 10%
-            # One step's gates, overwritten by every step after a copy is kept; the views are made once.
-            gates = x_proj.new_empty(x_proj.shape[1:])
-            sigmoid_gates, g = gates[:, : 3 * hidden], gates[:, 3 * hidden :]
-            o, i, f = sigmoid_gates.chunk(3, dim=1)
-            for x_proj_t in x_proj:
-                torch.addmm(x_proj_t, h, W_h_T, out=gates)
-                sigmoid_gates.sigmoid_()
-                g.tanh_()
-                c = f * c
-                c.addcmul_(i, g)
-                h = torch.tanh(c).mul_(o)
-                all_gates.append(gates.clone())
-                hs.append(h)
-                cs.append(c)
-        hs, cs = torch.stack(hs), torch.stack(cs)  # outside inference mode: tensors autograd may keep
-        ctx.save_for_backward(torch.stack(all_gates), hs, cs, W_h)
-        return hs[1:], cs[-1]
+    def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor, ...]:
+        ctx.save_for_backward(*parameters)
+        ctx.gates = gates
+        groups = range(0, len(parameters), gates)
+        return tuple(torch.cat(parameters[start : start + gates]) for start in groups)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(
-        ctx, grad_hs: Tensor, grad_c_last: Tensor
-    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor]:
-        gates, hs, cs, W_h = ctx.saved_tensors
-        by_dh, by_dc = local_derivatives(gates, cs)
-        loop = backward_loop_for_compiler if torch.compiler.is_compiling() else backward_loop
-        grad_gates, grad_c_0 = loop(grad_hs, grad_c_last, by_dh, by_dc, W_h)
-        grad_h_0 = grad_gates[0] @ W_h if ctx.needs_input_grad[1] else None
-        four_hidden, hidden = W_h.shape
-        grad_W_h = grad_gates.view(-1, four_hidden).T @ hs[:-1].reshape(-1, hidden)
-        return grad_gates, grad_h_0, grad_c_0 if ctx.needs_input_grad[2] else None, grad_W_h
-
-
-def local_derivatives(gates: Tensor, cs: Tensor) -> tuple[Tensor, Tensor]:
-    """Per step, what dh_t and what dc_t multiply in the backward loop, for every step at once.
-
-    From every step's activated gates [o, i, f, g] and c: by_dh (seq_len, 2, batch, hidden) =
-    [tanh(c_t) ⊙ σ'(o), o ⊙ tanh'(c_t)], which times dh_t gives da_o and dh_t's share of dc_t;
-    by_dc (seq_len, 4, batch, hidden) = [g ⊙ σ'(i), c_{t-1} ⊙ σ'(f), i ⊙ tanh'(g), f], which times
-    dc_t gives da_i, da_f, da_g and dc_t ⊙ f_t, for step t-1's dc.
-    """
-    hidden = gates.shape[-1] // 4
-    sigmoids = gates[..., : 3 * hidden]
-    o, i, f, g = gates.chunk(4, dim=2)
-    tanh_c = cs[1:].tanh()
-    slope_o, slope_i, slope_f = torch.addcmul(sigmoids, sigmoids, sigmoids, value=-1).chunk(3, dim=2)
-    by_dh = torch.stack((tanh_c * slope_o, torch.addcmul(o, o * tanh_c, tanh_c, value=-1)), dim=1)
-    by_dc = torch.stack((g * slope_i, cs[:-1] * slope_f, torch.addcmul(i, i * g, g, value=-1), f), dim=1)
-    return by_dh, by_dc
-
-
-def backward_loop(
-    grad_hs: Tensor, grad_c_last: Tensor, by_dh: Tensor, by_dc: Tensor, W_h: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Steps T..1 of the backward pass: every step's da (seq_len, batch, 4 * hidden), and dL/dc_0.
-
-    Each step writes into one preallocated row of seven blocks per batch row,
-    [0, da_o, da_i, da_f, da_g, dc_t ⊙ f_t, dc_t], through views chosen so that one addcmul
-    [0, dc_{t+1} ⊙ f_{t+1}] + dh_t ⊙ by_dh gives [da_o, dc_t] and one mul dc_t ⊙ by_dc gives
-    [da_i, da_f, da_g, dc_t ⊙ f_t]; da_t, the four blocks in the middle, is then one matrix.
-    """
-    batch, hidden = grad_hs.shape[1:]
-    blocks = grad_hs.new_zeros(batch, 7, hidden)
-    dc_carried = blocks[:, 0:6:5].transpose(0, 1)  # [0, dc_{t+1} ⊙ f_{t+1}]
-    dh_products = blocks[:, 1:7:5].transpose(0, 1)  # [da_o, dc_t]
-    dc_products = blocks[:, 2:6].transpose(0, 1)  # [da_i, da_f, da_g, dc_t ⊙ f_t]
-    da, dc = blocks[:, 1:5].flatten(1), blocks[:, 6]
-    blocks[:, 5] = grad_c_last
-    dh = grad_hs.new_empty(batch, hidden)
-    grad_gates = grad_hs.new_empty(len(grad_hs), batch, 4 * hidden)
-    steps = zip(grad_hs.unbind(0), by_dh.unbind(0), by_dc.unbind(0), grad_gates.unbind(0), strict=True)
-    with torch.inference_mode():  # as in the forward pass
-        for grad_h, by_dh_t, by_dc_t, grad_gates_t in reversed(tuple(steps)):
-            torch.addmm(grad_h, da, W_h, out=dh)
-            torch.addcmul(dc_carried, dh, by_dh_t, out=dh_products)
-            torch.mul(dc, by_dc_t, out=dc_products)
-            grad_gates_t.copy_(da)
-    return grad_gates, blocks[:, 5]
-
-
-def backward_loop_for_compiler(
-    grad_hs: Tensor, grad_c_last: Tensor, by_dh: Tensor, by_dc: Tensor, W_h: Tensor
-) -> tuple[Tensor, Tensor]:
-    """`backward_loop` written plainly, a new tensor for every result, for torch.compile to trace.
-
-    torch.compile cannot trace writes into the strided views `backward_loop` uses; it fuses each
-    step's elementwise work into one kernel by itself.
-    """
-    da = grad_hs.new_zeros(grad_hs.shape[1], W_h.shape[0])
-    dc_f = grad_c_last
-    das = []
-    for t in reversed(range(len(grad_hs))):
-        dh = torch.addmm(grad_hs[t], da, W_h)
-        da_o, dc_from_dh = dh * by_dh[t]
-        dc = dc_f + dc_from_dh
-        da_i, da_f, da_g, dc_f = dc * by_dc[t]
-        da = torch.cat((da_o, da_i, da_f, da_g), dim=1)
-        das.append(da)
-    return torch.stack(das[::-1]), dc_f
+    def backward(ctx, *gradients: Tensor) -> tuple[Tensor | None, ...]:
+        ctx.saved_tensors  # noqa: B018  (reading them is the check: it raises after an in-place change)
+        return (None, *(part for gradient in gradients for part in gradient.chunk(ctx.gates)))
 
 
 # ---------------------------------------------------------------------------------------------------
-# Input checks: a clear error before any arithmetic, instead of a shape error from inside a matmul.
+# Which runner may stand in for a cell's forward: checked on the cell itself, once per definition.
+
+PATH_NAMES = {run_bptt: "bptt", run_stacked: "autograd", run_step_by_step: "autograd, step by step"}
+_agreement: dict[tuple, bool] = {}
+
+
+def agrees_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
+    """Whether `run_layer(cell, x, h, c)` computes what stepping `cell(x_t, (h, c))` computes.
+
+    Checked on a float64 copy of the cell over a short random sequence (to 1e-9; the random numbers
+    come from a private generator, so the global one is untouched), and remembered for the cell's
+    definition: its class, every method of the class and of its bases, methods and hooks set on the
+    instance, and its parameter names. So an edit of the source, a subclass, a replaced method or a
+    forward hook is always checked anew, and a runner that computes something else is never used.
+    """
+    key = (run_layer, definition_of(cell))
+    if key not in _agreement:
+        _agreement[key] = compare_with_forward(cell, run_layer)
+    return _agreement[key]
+
+
+def definition_of(cell: LSTMCell) -> tuple:
+    classes = [klass for klass in type(cell).__mro__ if klass not in (nn.Module, object)]
+    methods = tuple(
+        (name, value)
+        for klass in classes
+        for name, value in vars(klass).items()
+        if isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
+    )
+    instance = tuple((name, value) for name, value in vars(cell).items() if callable(value))
+    hooks = tuple((*cell._forward_pre_hooks.values(), *cell._forward_hooks.values()))
+    return (type(cell), methods, instance, hooks, tuple(name for name, _ in cell.named_parameters()))
+
+
+@torch.no_grad()
+def compare_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
+    double = copy.deepcopy(cell).to(device="cpu", dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, cell.input_size, generator=generator, dtype=torch.float64)
+    h, c = torch.randn(2, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
+    with torch.autocast("cpu", enabled=False):
+        expected_output, expected_state = run_step_by_step(double, x, h, c)
+        try:
+            output, state = run_layer(double, x, h, c)
+        except Exception:  # a runner that cannot run this cell does not compute it either
+            return False
+    pairs = [(output, expected_output), *zip(state, expected_state, strict=True)]
+    return all(
+        actual.shape == expected.shape and torch.allclose(actual, expected, rtol=1e-9, atol=1e-9)
+        for actual, expected in pairs
+    )
+
+
+def special_mode() -> str | None:
+    """The name of a mode in which the layer steps the cell plainly, or None in plain eager mode."""
+    if torch.compiler.is_compiling():
+        return "torch.compile or torch.export"
+    if torch._C._are_functorch_transforms_active():
+        return "a torch.func transform"
+    if any(autocast_enabled(device) for device in ("cpu", "cuda", "mps")):
+        return "autocast"
+    return None
+
+
+def autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):  # PyTorch < 2.4 asks for no device type, and knows only cuda and cpu
+        return {"cuda": torch.is_autocast_enabled, "cpu": torch.is_autocast_cpu_enabled}.get(
+            device_type, lambda: False
+        )()
+
+
+def needs_gradient(x: Tensor, h: Tensor, c: Tensor, cell: LSTMCell) -> bool:
+    tensors = [x, h, c, *cell.parameters()]
+    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings and input checks: a clear error before any arithmetic, instead of one from inside a matmul.
+
+
+def cell_class_of(variant: str | type[LSTMCell]) -> type[LSTMCell]:
+    if isinstance(variant, type) and issubclass(variant, LSTMCell):
+        return variant
+    if isinstance(variant, str) and variant in VARIANTS:
+        return VARIANTS[variant]
+    raise ValueError(f"variant must be one of {', '.join(VARIANTS)} or an LSTMCell subclass, got {variant!r}")
+
+
+def check_convertible(cell: LSTMCell) -> None:
+    """ValueError unless `cell` computes the standard equations, which torch.nn.LSTMCell implements."""
+    if not agrees_with_forward(cell, run_bptt):
+        raise ValueError(
+            f"to_torch: {type(cell).__name__} does not compute the standard LSTM equations (it is a "
+            "variant, a subclass or an edited cell), which torch.nn.LSTM cannot express"
+        )
+
+
+def check_unsupported(bidirectional: bool, proj_size: int, what: str = "LSTM") -> None:
+    if bidirectional:
+        raise ValueError(
+            f"{what}: bidirectional=True is not supported, this LSTM runs forward in time only; use "
+            "torch.nn.LSTM(bidirectional=True), or run a second LSTM over x.flip(0) and concatenate"
+        )
+    if proj_size:
+        raise ValueError(
+            f"{what}: proj_size={proj_size} is not supported, h has hidden_size units; use "
+            "torch.nn.LSTM(proj_size=...), or a torch.nn.Linear on the output"
+        )
 
 
 def check_size(name: str, value: int) -> int:
@@ -435,6 +712,38 @@ def check_size(name: str, value: int) -> int:
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
+
+
+def check_bool(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_dropout(dropout: float, num_layers: int) -> float:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
+    if not 0 <= dropout <= 1:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            f"dropout={dropout} acts between layers, and num_layers=1 has none: it changes nothing",
+            UserWarning,
+            stacklevel=3,
+        )
+    return float(dropout)
+
+
+def check_forget_bias(forget_bias: float | None, bias: bool) -> float | None:
+    if forget_bias is None:
+        return None
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+        raise TypeError(f"forget_bias must be a number or None, got {type(forget_bias).__name__}")
+    if not math.isfinite(forget_bias):
+        raise ValueError(f"forget_bias must be finite, got {forget_bias}")
+    if not bias:
+        raise ValueError(f"forget_bias={forget_bias} needs bias=True: with bias=False there is no b_f")
+    return float(forget_bias)
 
 
 def check_input(x: Tensor, expected_shape: str, *, rank: int, like: Tensor, name: str) -> None:

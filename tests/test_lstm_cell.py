@@ -1,4 +1,7 @@
-"""The hand-written LSTM is the same function as PyTorch's: shapes, gradients, parity, bad input."""
+"""The hand-written LSTM is torch.nn.LSTM's function, its variants are what their names say, and the
+layer runs the cell it is given: shapes, gradients (first and second order), parity, bad input."""
+
+import inspect
 
 import pytest
 import torch
@@ -6,11 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lstm_cell import LSTM, LSTMCell
+import lstm_cell
+from lstm_cell import LSTM, VARIANTS, LSTMCell, run_bptt, run_stacked, run_step_by_step
 
 GATES = "ifgo"  # PyTorch's order of the gates inside its stacked weights
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 BACKWARDS = LSTM.BACKWARDS
+RUNNERS = {"bptt": run_bptt, "autograd": run_stacked, "step by step": run_step_by_step}
+F64 = torch.float64
 
 
 def torch_gate_slices(name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -39,18 +45,66 @@ def weighted_loss(output, h_n, c_n):
     return loss
 
 
+def functional(lstm: nn.Module):
+    """(run, parameters): run(x, h_0, c_0, *parameters) -> (output, h_n, c_n), for gradcheck."""
+    names, parameters = zip(*lstm.named_parameters(), strict=True)
+
+    def run(x, h_0, c_0, *parameter_values):
+        values = dict(zip(names, parameter_values, strict=True))
+        output, (h_n, c_n) = torch.func.functional_call(lstm, values, (x, (h_0, c_0)))
+        return output, h_n, c_n
+
+    return run, parameters
+
+
+def small_inputs(num_layers=2, seq_len=4, batch=2, input_size=3, hidden_size=4, dtype=F64):
+    x = torch.randn(seq_len, batch, input_size, dtype=dtype, requires_grad=True)
+    h_0, c_0 = (torch.randn(num_layers, batch, hidden_size, dtype=dtype, requires_grad=True) for _ in "hc")
+    return x, h_0, c_0
+
+
 # ---------------------------------------------------------------------------------------------------
-# Shapes
+# Shapes, names and the signature
 
 
 @pytest.mark.parametrize(("input_size", "hidden_size"), [(1, 1), (1, 20), (3, 5), (32, 7)])
-def test_cell_has_one_named_matrix_per_gate(input_size, hidden_size):
-    cell = LSTMCell(input_size, hidden_size)
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_has_one_named_matrix_per_gate(input_size, hidden_size, bias):
+    cell = LSTMCell(input_size, hidden_size, bias)
     shapes = {name: tuple(parameter.shape) for name, parameter in cell.named_parameters()}
     expected = {f"W_i{gate}": (hidden_size, input_size) for gate in GATES}
     expected |= {f"W_h{gate}": (hidden_size, hidden_size) for gate in GATES}
-    expected |= {f"b_{gate}": (hidden_size,) for gate in GATES}
+    expected |= {f"b_{gate}": (hidden_size,) for gate in GATES} if bias else {}
     assert shapes == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "gates", "extra"),
+    [
+        ("standard", "ifgo", ""),
+        ("peephole", "ifgo", "ifo"),
+        ("nig", "fgo", ""),
+        ("nfg", "igo", ""),
+        ("nog", "ifg", ""),
+        ("niaf", "ifgo", ""),
+        ("noaf", "ifgo", ""),
+        ("cifg", "igo", ""),
+    ],
+)
+def test_every_variant_keeps_the_standard_names_for_the_matrices_it_has(name, gates, extra):
+    cell = VARIANTS[name](3, 5)
+    expected = {f"W_i{gate}" for gate in gates} | {f"W_h{gate}" for gate in gates}
+    expected |= {f"b_{gate}" for gate in gates} | {f"p_{gate}" for gate in extra}
+    assert {parameter_name for parameter_name, _ in cell.named_parameters()} == expected
+    assert all(p.shape == (5,) for n, p in cell.named_parameters() if n.startswith("p_"))
+    assert type(LSTM(3, 5, variant=name).cells[0]) is VARIANTS[name]
+
+
+def test_every_variant_documents_its_equations_and_source():
+    for name, cell_class in VARIANTS.items():
+        doc = inspect.getdoc(cell_class)
+        assert "=" in doc or "≡" in doc, name
+        assert "Greff" in doc or "Gers" in doc or name == "standard", name
 
 
 def test_initialization_is_uniform_within_one_over_sqrt_hidden():
@@ -61,6 +115,24 @@ def test_initialization_is_uniform_within_one_over_sqrt_hidden():
     assert values.abs().max() <= bound
     assert values.min() < -0.9 * bound and values.max() > 0.9 * bound
     assert abs(values.mean()) < 0.1 * bound
+
+
+def test_forget_bias_sets_the_initial_forget_gate_bias_only():
+    torch.manual_seed(0)
+    default = LSTM(2, 3, num_layers=2)
+    torch.manual_seed(0)
+    biased = LSTM(2, 3, num_layers=2, forget_bias=1.0)
+    for ours, theirs in zip(biased.cells, default.cells, strict=True):
+        assert torch.equal(ours.b_f, torch.ones(3))
+        for name, parameter in ours.named_parameters():
+            if name != "b_f":
+                assert torch.equal(parameter, getattr(theirs, name)), name
+    cifg = LSTM(2, 3, variant="cifg", forget_bias=2.0).cells[0]
+    assert torch.equal(cifg.b_i, torch.full((3,), -2.0))  # f = 1 - σ(b_i) starts at σ(2)
+    with pytest.raises(ValueError, match="nfg variant has no forget gate"):
+        LSTM(2, 3, variant="nfg", forget_bias=1.0)
+    with pytest.raises(ValueError, match="bias=False"):
+        LSTM(2, 3, bias=False, forget_bias=1.0)
 
 
 @pytest.mark.parametrize("with_state", [False, True])
@@ -85,36 +157,61 @@ def test_layer_shapes_mirror_torch_lstm(num_layers, batch_first):
         assert h_n.shape == expected_h.shape and c_n.shape == expected_c.shape
 
 
+def test_positional_signature_is_torch_lstms():
+    ours = list(inspect.signature(LSTM.__init__).parameters.values())[1:]
+    theirs = list(inspect.signature(nn.modules.rnn.RNNBase.__init__).parameters.values())[2:]
+    positional = [(p.name, p.default) for p in ours if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == [(p.name, p.default) for p in theirs if p.kind is p.POSITIONAL_OR_KEYWORD][:8]
+    # The same positional call builds the same model: bias, not batch_first, is the fourth argument.
+    for args in [(3, 5, 1, True), (3, 5, 2, False, True, 0.25)]:
+        ours_lstm, reference = LSTM(*args), nn.LSTM(*args)
+        for setting in ("num_layers", "bias", "batch_first", "dropout"):
+            assert getattr(ours_lstm, setting) == getattr(reference, setting), (args, setting)
+
+
+def test_state_may_be_passed_as_hx():
+    torch.manual_seed(0)
+    lstm, x = LSTM(3, 4), torch.randn(5, 2, 3)
+    state = (torch.randn(1, 2, 4), torch.randn(1, 2, 4))
+    assert torch.equal(lstm(x, hx=state)[0], lstm(x, state)[0])
+
+
 # ---------------------------------------------------------------------------------------------------
-# Gradients against finite differences
+# Gradients against finite differences, first and second order
 
 
 def test_cell_passes_gradcheck():
     torch.manual_seed(0)
-    cell = LSTMCell(3, 4, dtype=torch.float64)
+    cell = LSTMCell(3, 4, dtype=F64)
     names, parameters = zip(*cell.named_parameters(), strict=True)
 
     def step(x, h, c, *parameter_values):
         return torch.func.functional_call(cell, dict(zip(names, parameter_values, strict=True)), (x, (h, c)))
 
-    inputs = [torch.randn(2, size, dtype=torch.float64, requires_grad=True) for size in (3, 4, 4)]
+    inputs = [torch.randn(2, size, dtype=F64, requires_grad=True) for size in (3, 4, 4)]
     assert torch.autograd.gradcheck(step, (*inputs, *parameters))
 
 
 @pytest.mark.parametrize("backward", BACKWARDS)
 def test_two_layer_lstm_passes_gradcheck(backward):
     torch.manual_seed(0)
-    lstm = LSTM(3, 4, num_layers=2, backward=backward, dtype=torch.float64)
-    names, parameters = zip(*lstm.named_parameters(), strict=True)
+    run, parameters = functional(LSTM(3, 4, num_layers=2, backward=backward, dtype=F64))
+    assert torch.autograd.gradcheck(run, (*small_inputs(), *parameters))
 
-    def run(x, h_0, c_0, *parameter_values):
-        values = dict(zip(names, parameter_values, strict=True))
-        output, (h_n, c_n) = torch.func.functional_call(lstm, values, (x, (h_0, c_0)))
-        return output, h_n, c_n
 
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    h_0, c_0 = (torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    assert torch.autograd.gradcheck(run, (x, h_0, c_0, *parameters))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_passes_gradcheck(variant):
+    torch.manual_seed(0)
+    run, parameters = functional(LSTM(3, 4, num_layers=2, variant=variant, dtype=F64))
+    assert torch.autograd.gradcheck(run, (*small_inputs(), *parameters))
+
+
+@pytest.mark.parametrize("variant", ["standard", "peephole", "cifg"])
+def test_autograd_backward_passes_gradgradcheck(variant):
+    torch.manual_seed(0)
+    run, parameters = functional(LSTM(2, 3, variant=variant, backward="autograd", dtype=F64))
+    inputs = small_inputs(num_layers=1, seq_len=3, input_size=2, hidden_size=3)
+    assert torch.autograd.gradgradcheck(run, (*inputs, *parameters))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -131,18 +228,19 @@ def assert_gate_gradients_match(ours: nn.Module, reference: nn.Module, layer_of,
             assert_close(actual, expected, dtype, f"gradient of {layer_of(layer)}{gate_name}")
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     input_size=st.integers(1, 6),
     hidden_size=st.integers(1, 6),
     batch=st.integers(1, 4),
+    bias=st.booleans(),
     with_state=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
+    dtype=st.sampled_from([torch.float32, F64]),
     seed=st.integers(0, 2**16),
 )
-def test_cell_matches_torch_lstm_cell(input_size, hidden_size, batch, with_state, dtype, seed):
+def test_cell_matches_torch_lstm_cell(input_size, hidden_size, batch, bias, with_state, dtype, seed):
     torch.manual_seed(seed)
-    reference = nn.LSTMCell(input_size, hidden_size, dtype=dtype)
+    reference = nn.LSTMCell(input_size, hidden_size, bias, dtype=dtype)
     ours = LSTMCell.from_torch(reference)
     x = torch.randn(batch, input_size, dtype=dtype, requires_grad=True)
     state = random_state((batch, hidden_size), dtype, with_state)
@@ -162,24 +260,25 @@ def test_cell_matches_torch_lstm_cell(input_size, hidden_size, batch, with_state
     assert_gate_gradients_match(ours, reference, lambda layer: "", dtype)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     input_size=st.integers(1, 6),
     hidden_size=st.integers(1, 6),
     num_layers=st.integers(1, 3),
     seq_len=st.integers(1, 7),
     batch=st.integers(1, 4),
+    bias=st.booleans(),
     batch_first=st.booleans(),
     with_state=st.booleans(),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
+    dtype=st.sampled_from([torch.float32, F64]),
     backward=st.sampled_from(BACKWARDS),
     seed=st.integers(0, 2**16),
 )
 def test_lstm_matches_torch_lstm(
-    input_size, hidden_size, num_layers, seq_len, batch, batch_first, with_state, dtype, backward, seed
+    input_size, hidden_size, num_layers, seq_len, batch, bias, batch_first, with_state, dtype, backward, seed
 ):
     torch.manual_seed(seed)
-    reference = nn.LSTM(input_size, hidden_size, num_layers, batch_first=batch_first, dtype=dtype)
+    reference = nn.LSTM(input_size, hidden_size, num_layers, bias, batch_first=batch_first, dtype=dtype)
     ours = LSTM.from_torch(reference)
     ours.backward = backward
     shape = (batch, seq_len, input_size) if batch_first else (seq_len, batch, input_size)
@@ -202,45 +301,412 @@ def test_lstm_matches_torch_lstm(
     assert_gate_gradients_match(ours, reference, lambda layer: f"cells.{layer}.", dtype)
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_way_of_running_a_layer_matches_torch_lstm(runner, bias):
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, 1, bias, dtype=F64)
+    cell = LSTM.from_torch(reference).cells[0]
+    x, h_0, c_0 = small_inputs(num_layers=1, seq_len=5)
+    output, (h_n, c_n) = RUNNERS[runner](cell, x, h_0[0], c_0[0])
+    expected_output, (expected_h, expected_c) = reference(x, (h_0, c_0))
+    assert_close(output, expected_output, F64, "output")
+    assert_close(h_n, expected_h[0], F64, "h_n")
+    assert_close(c_n, expected_c[0], F64, "c_n")
+    gradients = torch.autograd.grad(weighted_loss(output, h_n, c_n), (x, h_0, c_0))
+    expected = torch.autograd.grad(
+        weighted_loss(expected_output, expected_h[0], expected_c[0]), (x, h_0, c_0)
+    )
+    for what, actual, wanted in zip(("x", "h_0", "c_0"), gradients, expected, strict=True):
+        assert_close(actual, wanted, F64, f"gradient of {what}")
+
+
 @pytest.mark.parametrize("backward", BACKWARDS)
 @pytest.mark.parametrize("used", ["output", "h_n", "c_n"])
 def test_lstm_gradients_match_when_only_one_result_is_used(backward, used):
     torch.manual_seed(0)
-    reference = nn.LSTM(2, 3, num_layers=2, dtype=torch.float64)
+    reference = nn.LSTM(2, 3, num_layers=2, dtype=F64)
     ours = LSTM.from_torch(reference)
     ours.backward = backward
-    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(4, 2, 2, dtype=F64, requires_grad=True)
     gradients = []
     for lstm in (ours, reference):
         output, (h_n, c_n) = lstm(x)
         chosen = {"output": output, "h_n": h_n, "c_n": c_n}[used]
         gradients.append(torch.autograd.grad((chosen**2).sum(), x))
-    assert_close(gradients[0], gradients[1], torch.float64, f"gradient through {used} alone")
+    assert_close(gradients[0], gradients[1], F64, f"gradient through {used} alone")
+
+
+def test_dropout_between_layers_acts_like_torch_lstms():
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, num_layers=3, dropout=0.5, dtype=F64)
+    ours = LSTM.from_torch(reference)
+    assert ours.dropout == 0.5 and ours.to_torch().dropout == 0.5
+    x = torch.randn(5, 2, 3, dtype=F64)
+    ours.eval(), reference.eval()
+    assert_close(ours(x)[0], reference(x)[0], F64, "in eval mode dropout does nothing")
+    ours.train()
+    torch.manual_seed(1)
+    first = ours(x)[0]
+    torch.manual_seed(1)
+    assert torch.equal(first, ours(x)[0]), "the same seed, the same masks"
+    assert not torch.allclose(first, ours(x)[0]), "another draw, other masks"
+    with pytest.warns(UserWarning, match="num_layers=1"):
+        LSTM(3, 4, 1, dropout=0.5)
 
 
 def test_cell_stepped_over_a_sequence_equals_the_layer():
     torch.manual_seed(0)
-    lstm = LSTM(3, 4, dtype=torch.float64)
-    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    lstm = LSTM(3, 4, dtype=F64)
+    x = torch.randn(6, 2, 3, dtype=F64)
     output, (h_n, c_n) = lstm(x)
     state = None
     for t, x_t in enumerate(x):
         state = lstm.cells[0](x_t, state)
-        assert_close(state[0], output[t], torch.float64, f"h at step {t}")
-    assert_close(state[0], h_n[0], torch.float64, "h_n")
-    assert_close(state[1], c_n[0], torch.float64, "c_n")
+        assert_close(state[0], output[t], F64, f"h at step {t}")
+    assert_close(state[0], h_n[0], F64, "h_n")
+    assert_close(state[1], c_n[0], F64, "c_n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trace: every gate, from the step code that trains
+
+
+def traced(variant: str, c_scale: float = 1.0):
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, num_layers=2, variant=variant, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    state = (torch.zeros(2, 2, 4, dtype=F64), c_scale * torch.randn(2, 2, 4, dtype=F64))
+    return lstm, x, state, lstm.trace(x, state)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_trace_is_laid_out_like_output_and_agrees_with_it(variant, batch_first):
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, num_layers=2, variant=variant, batch_first=batch_first, dtype=F64)
+    x = torch.randn(2, 5, 3, dtype=F64) if batch_first else torch.randn(5, 2, 3, dtype=F64)
+    output, (_, c_n) = lstm(x)
+    layers = lstm.trace(x)
+    assert len(layers) == 2
+    for layer in layers:
+        assert set(layer) == set("ifgoch") and all(v.shape == output.shape for v in layer.values())
+    assert_close(layers[-1]["h"], output, F64, "h of the last layer is the output")
+    last = (slice(None), -1) if batch_first else (-1,)
+    for index, layer in enumerate(layers):
+        assert_close(layer["c"][last], c_n[index], F64, "the last c is c_n")
+    assert lstm.trace(x[0] if batch_first else x[:, 0])[0]["f"].shape == (5, 4)  # unbatched
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_trace_satisfies_the_variants_equations(variant):
+    lstm, x, (h_0, c_0), layers = traced(variant)
+    first = layers[0]
+    c_previous = torch.cat((c_0[0].unsqueeze(0), first["c"][:-1]))
+    ones = torch.ones_like(first["c"])
+    assert_close(first["c"], first["f"] * c_previous + first["i"] * first["g"], F64, "c' = f ⊙ c + i ⊙ g")
+    expected_h = first["o"] * (first["c"] if variant == "noaf" else torch.tanh(first["c"]))
+    assert_close(first["h"], expected_h, F64, "h'")
+    assert torch.equal(first["i"], ones) == (variant == "nig")
+    assert torch.equal(first["f"], ones) == (variant == "nfg")
+    assert torch.equal(first["o"], ones) == (variant == "nog")
+    if variant == "cifg":
+        assert_close(first["f"], 1 - first["i"], F64, "CIFG: f = 1 - i")
+    if variant == "niaf":  # the candidate is the affine pre-activation itself
+        cell, h_previous = lstm.cells[0], torch.cat((h_0[0].unsqueeze(0), first["h"][:-1]))
+        expected_g = x @ cell.W_ig.T + h_previous @ cell.W_hg.T + cell.b_g
+        assert_close(first["g"], expected_g, F64, "NIAF: g without tanh")
+    else:
+        assert first["g"].abs().max() < 1
+
+
+@pytest.mark.parametrize("variant", ["standard", "peephole"])
+def test_only_peephole_gates_look_at_the_cell_state(variant):
+    *_, small = traced(variant, c_scale=0.0)
+    *_, large = traced(variant, c_scale=3.0)
+    for gate in "ifo":
+        first_step_differs = not torch.allclose(small[0][gate][0], large[0][gate][0])
+        assert first_step_differs == (variant == "peephole"), gate
+
+
+def test_trace_gradients_flow_back_to_the_input():
+    lstm, x, state, _ = traced("standard")
+    x.requires_grad_(True)
+    (gradient,) = torch.autograd.grad(lstm.trace(x, state)[0]["c"][-1].sum(), x)
+    assert gradient.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# The layer computes the cell it is given: edited, subclassed, replaced, hooked
+
+
+class HalvedOutputCell(LSTMCell):
+    """An edit of forward itself: h' is halved after the step."""
+
+    def forward(self, x, state=None):
+        h, c = super().forward(x, state)
+        return 0.5 * h, c
+
+
+class LeakyForgetCell(LSTMCell):
+    """An edit of one line of the step."""
+
+    def forget_gate(self, a, c, i):
+        return 0.9 * torch.sigmoid(a["f"])
+
+
+def step_by_step_reference(lstm: LSTM, x: torch.Tensor):
+    """What stepping each layer's cell by hand gives: the definition."""
+    layer_input, finals = x, []
+    for cell in lstm.cells:
+        state, outputs = None, []
+        for x_t in layer_input:
+            state = cell(x_t, state)
+            outputs.append(state[0])
+        layer_input = torch.stack(outputs)
+        finals.append(state)
+    return layer_input, finals
+
+
+@pytest.mark.parametrize(
+    ("cell_class", "path"),
+    [(HalvedOutputCell, "autograd, step by step"), (LeakyForgetCell, "autograd"), (LSTMCell, "bptt")],
+)
+@pytest.mark.parametrize("backward", ["auto", "autograd"])
+def test_a_subclassed_cell_is_what_the_layer_computes(cell_class, path, backward):
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, num_layers=2, variant=cell_class, backward=backward, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    output, (_, c_n) = lstm(x)
+    expected_output, finals = step_by_step_reference(lstm, x)
+    assert_close(output, expected_output, F64, "output")
+    assert_close(c_n, torch.stack([c for _, c in finals]), F64, "c_n")
+    gradient = torch.autograd.grad(output.sum(), x)[0]
+    assert_close(gradient, torch.autograd.grad(expected_output.sum(), x)[0], F64, "gradient")
+    assert lstm.training_path() == (path if backward == "auto" or path != "bptt" else "autograd")
+
+
+@pytest.mark.parametrize("cell_class", [HalvedOutputCell, LeakyForgetCell, *list(VARIANTS.values())[1:]])
+def test_bptt_refuses_a_cell_that_is_not_the_standard_one(cell_class):
+    lstm = LSTM(3, 4, variant=cell_class, backward="bptt")
+    with pytest.raises(ValueError, match=rf"{cell_class.__name__}.forward computes something else.*autograd"):
+        lstm(torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match=r"torch\.nn\.LSTM cannot express"):
+        lstm.to_torch()
+    with torch.no_grad():  # nothing to differentiate, so nothing to refuse
+        assert lstm(torch.randn(5, 2, 3))[0].shape == (5, 2, 4)
+
+
+def test_a_method_replaced_on_one_cell_or_a_hook_is_what_the_layer_computes():
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    before = lstm(x)[0]
+    cell = lstm.cells[0]
+    cell.output_activation = lambda c_next: torch.sigmoid(c_next)
+    assert lstm.training_path() == "autograd"
+    assert_close(lstm(x)[0], step_by_step_reference(lstm, x)[0], F64, "replaced method")
+    assert not torch.allclose(lstm(x)[0], before)
+    del cell.output_activation
+    cell.register_forward_hook(lambda module, inputs, output: (output[0] * 2, output[1]))
+    assert lstm.training_path() == "autograd, step by step"
+    assert_close(lstm(x)[0], step_by_step_reference(lstm, x)[0], F64, "forward hook")
+
+
+EDITED_FORWARD = """
+import json, torch
+from lstm_cell import LSTM, run_step_by_step
+torch.manual_seed(0)
+lstm = LSTM(3, 4, dtype=torch.float64)
+x = torch.randn(5, 2, 3, dtype=torch.float64)
+output, _ = lstm(x)
+expected, _ = run_step_by_step(lstm.cells[0], x, *torch.zeros(2, 2, 4, dtype=torch.float64))
+reference, _ = torch.nn.LSTM(3, 4, dtype=torch.float64)(x)
+try:
+    LSTM(3, 4, backward="bptt")(torch.randn(5, 2, 3))
+    refused = ""
+except ValueError as error:
+    refused = str(error)
+print(json.dumps({"path": lstm.training_path(), "equal": torch.allclose(output, expected),
+                  "refused": refused}))
+"""
+
+
+def test_an_edit_of_the_cells_source_is_what_the_layer_computes(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for name in ("lstm_cell.py", "lstm_bptt.py"):
+        shutil.copy(root / name, tmp_path / name)
+    source = (tmp_path / "lstm_cell.py").read_text()
+    original = '        return steps["h"], steps["c"]\n'
+    assert source.count(original) == 1, "the line this test edits has moved"
+    (tmp_path / "lstm_cell.py").write_text(
+        source.replace(original, '        return steps["h"] * 0.5, steps["c"]\n')
+    )
+    run = subprocess.run([sys.executable, "-c", EDITED_FORWARD], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["equal"], "the layer computes the edited forward"
+    assert result["path"] == "autograd, step by step"
+    assert "LSTMCell.forward computes something else" in result["refused"]
+
+
+def test_checking_a_cell_draws_no_random_numbers():
+    lstm = LSTM(2, 3, variant=LeakyForgetCell)  # a definition not yet checked
+    before = torch.random.get_rng_state()
+    lstm(torch.zeros(4, 1, 2))
+    lstm.training_path()
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where the hand-derived backward pass cannot follow nn.LSTM, it says so; elsewhere it does as nn.LSTM
+
+
+def gradient_penalty_gradients(lstm: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    output, _ = lstm(x)
+    (g,) = torch.autograd.grad(output.sum(), x, create_graph=True)
+    return torch.autograd.grad((g.norm() - 1) ** 2, list(lstm.parameters()))
+
+
+def test_second_order_gradients_match_torch_lstm_or_raise():
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, dtype=F64)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"first-order only.*backward='autograd'"):
+        gradient_penalty_gradients(ours, x)
+    ours.backward = "autograd"
+    names = [name for name, _ in ours.named_parameters()]
+    ours_gradients = dict(zip(names, gradient_penalty_gradients(ours, x), strict=True))
+    reference_gradients = gradient_penalty_gradients(reference, x)
+    for name, gradient in zip(("weight_ih", "weight_hh", "bias_ih"), reference_gradients, strict=False):
+        for gate_name, expected in torch_gate_slices(name, gradient).items():
+            assert_close(ours_gradients[f"cells.0.{gate_name}"], expected, F64, gate_name)
+
+    def output_sum(lstm):
+        return lambda inputs: lstm(inputs)[0].sum()
+
+    vector = torch.randn_like(x)
+    _, ours_hvp = torch.autograd.functional.hvp(output_sum(ours), x.detach(), vector)
+    _, reference_hvp = torch.autograd.functional.hvp(output_sum(reference), x.detach(), vector)
+    assert reference_hvp.abs().max() > 0.01
+    assert_close(ours_hvp, reference_hvp, F64, "Hessian-vector product")
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+def test_h_n_and_c_n_are_tensors_of_their_own(backward):
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, dtype=F64)
+    ours = LSTM.from_torch(reference)
+    ours.backward = backward
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    output, (h_n, c_n) = ours(x)
+    h_n.detach_()  # truncated BPTT cuts the graph this way
+    gradients = []
+    for lstm in (ours, reference):
+        output, (h_n, c_n) = lstm(x)
+        h_n.mul_(2)
+        c_n.mul_(3)
+        gradients.append(torch.autograd.grad(output.sum() + h_n.sum() + c_n.sum(), x)[0])
+    assert_close(gradients[0], gradients[1], F64, "gradient after in-place changes of h_n and c_n")
+    with torch.no_grad():
+        output, (h_n, c_n) = ours(x)
+        h_n.zero_()
+        c_n.zero_()
+        assert output[-1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("backward", ["auto", "autograd"])
+def test_autocast_runs_like_torch_lstm(backward):
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 8)
+    ours = LSTM.from_torch(reference)
+    ours.backward = backward
+    x = torch.randn(6, 2, 3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, _ = ours(x)
+        expected, _ = reference(x)
+    torch.testing.assert_close(output.float(), expected.float(), atol=0.05, rtol=0.05)
+    output.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_bptt_refuses_autocast_clearly():
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        pytest.raises(RuntimeError, match=r"cannot run under autocast.*'autograd'"),
+    ):
+        LSTM(3, 4, backward="bptt")(torch.randn(5, 2, 3))
+
+
+def test_torch_func_transforms_match_torch_lstm():
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, dtype=F64)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(5, 2, 3, dtype=F64)
+
+    def loss_of(lstm):
+        return lambda inputs: (lstm(inputs)[0] ** 2).sum()
+
+    assert_close(torch.func.grad(loss_of(ours))(x), torch.func.grad(loss_of(reference))(x), F64, "func.grad")
+    jacobian = torch.func.jacrev(lambda inputs: ours(inputs)[0])(x)
+    assert_close(jacobian, torch.func.jacrev(lambda inputs: reference(inputs)[0])(x), F64, "jacrev")
+    batched = torch.randn(3, 5, 2, 3, dtype=F64)
+    mapped = torch.func.vmap(lambda inputs: ours(inputs)[0])(batched)
+    assert_close(mapped, torch.stack([reference(b)[0] for b in batched]), F64, "vmap")
+
+
+def test_torch_export_matches_torch_lstm():
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4)
+    ours = LSTM.from_torch(reference)
+    x = torch.randn(5, 2, 3)
+    exported = torch.export.export(ours, (x,))
+    assert_close(exported.module()(x)[0], reference(x)[0], torch.float32, "exported")
+
+
+@pytest.mark.parametrize("backward", BACKWARDS)
+@pytest.mark.parametrize("variant", ["standard", "peephole"])
+def test_changing_a_parameter_in_place_before_backward_raises_like_torch_lstm(backward, variant):
+    lstm = LSTM(3, 4, variant=variant, backward="autograd" if variant != "standard" else backward)
+    output, _ = lstm(torch.randn(5, 2, 3))
+    with torch.no_grad():
+        lstm.cells[0].W_hf.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        output.sum().backward()
+
+
+def test_a_long_forward_without_gradients_keeps_nothing_for_a_backward():
+    # A 20 000-step forward of the published model without gradients holds its output, not every step's gates.
+    lstm = LSTM(1, 8)
+    x = torch.randn(20_000, 2, 1)
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t, lambda t: t):
+        with torch.no_grad():
+            lstm(x)
+        assert kept == []
+        lstm(x[:50].requires_grad_())
+    # In training, what is kept for backward grows with the steps, about 4 gates plus c, tanh(c) and h.
+    assert 0 < sum(kept) <= 50 * 2 * 8 * 10
 
 
 # ---------------------------------------------------------------------------------------------------
 # Conversions
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_round_trip_through_ours_gives_back_the_same_torch_lstm(dtype):
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_round_trip_through_ours_gives_back_the_same_torch_lstm(dtype, bias):
     torch.manual_seed(0)
-    original = nn.LSTM(3, 5, num_layers=2, batch_first=True, dtype=dtype)
+    original = nn.LSTM(3, 5, num_layers=2, bias=bias, batch_first=True, dtype=dtype)
     round_trip = LSTM.from_torch(original).to_torch()
-    assert round_trip.batch_first and round_trip.num_layers == 2
+    assert round_trip.batch_first and round_trip.num_layers == 2 and round_trip.bias == bias
     assert round_trip.weight_ih_l0.dtype == dtype
     x = torch.randn(4, 6, 3, dtype=dtype)
     output, (h_n, c_n) = round_trip(x)
@@ -258,12 +724,12 @@ def test_round_trip_through_ours_gives_back_the_same_torch_lstm(dtype):
 
 def test_round_trip_through_torch_gives_back_the_same_cell():
     torch.manual_seed(0)
-    ours = LSTMCell(3, 5, dtype=torch.float64)
+    ours = LSTMCell(3, 5, dtype=F64)
     again = LSTMCell.from_torch(ours.to_torch())
     for name, parameter in ours.named_parameters():
         assert torch.equal(parameter, dict(again.named_parameters())[name]), name
-    x = torch.randn(2, 3, dtype=torch.float64)
-    assert_close(ours.to_torch()(x)[0], ours(x)[0], torch.float64, "to_torch")
+    x = torch.randn(2, 3, dtype=F64)
+    assert_close(ours.to_torch()(x)[0], ours(x)[0], F64, "to_torch")
 
 
 def test_conversions_draw_no_random_numbers():
@@ -275,10 +741,10 @@ def test_conversions_draw_no_random_numbers():
 
 
 def test_conversion_keeps_dtype_and_device():
-    reference = nn.LSTMCell(2, 3, dtype=torch.float64)
+    reference = nn.LSTMCell(2, 3, dtype=F64)
     ours = LSTMCell.from_torch(reference)
-    assert all(p.dtype == torch.float64 and p.device == reference.weight_ih.device for p in ours.parameters())
-    assert ours.to_torch().weight_hh.dtype == torch.float64
+    assert all(p.dtype == F64 and p.device == reference.weight_ih.device for p in ours.parameters())
+    assert ours.to_torch().weight_hh.dtype == F64
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -301,7 +767,7 @@ def bad_call(callable_, *args):
         (torch.randn(2, 4, 3), None, ValueError, ["(batch, input_size=3)", "(2, 4, 3)"]),
         (torch.randn(4, 2), None, ValueError, ["input_size=3", "(4, 2)"]),
         (torch.ones(4, 3, dtype=torch.long), None, TypeError, ["floating", "torch.int64"]),
-        (torch.randn(4, 3, dtype=torch.float64), None, TypeError, ["torch.float32", "torch.float64"]),
+        (torch.randn(4, 3, dtype=F64), None, TypeError, ["torch.float32", "torch.float64"]),
         ([[1.0, 2.0, 3.0]], None, TypeError, ["torch.Tensor", "list"]),
         (torch.randn(4, 3), (torch.randn(4, 6), torch.randn(4, 5)), ValueError, ["(4, 5)", "(4, 6)"]),
         (torch.randn(4, 3), (torch.randn(2, 5), torch.randn(2, 5)), ValueError, ["(4, 5)", "(2, 5)"]),
@@ -326,7 +792,11 @@ def test_cell_rejects_bad_input_clearly(x, state, error, words):
         (torch.randn(5, 2, 3), (torch.randn(1, 2, 4),) * 2, ValueError, ["(2, 2, 4)", "(1, 2, 4)"]),
         (torch.randn(5, 2, 3), (torch.randn(2, 3, 4),) * 2, ValueError, ["(2, 2, 4)", "(2, 3, 4)"]),
         (torch.randn(5, 2, 3), (torch.randn(2, 2, 4),), TypeError, ["pair (h, c)"]),
-        (torch.randn(5, 3), (torch.randn(2, 5),) * 2, ValueError, ["(2, 1, 4)", "(2, 1, 5)"]),
+        # Unbatched: the shapes the caller passed, and the unbatched layout.
+        (torch.randn(5, 2), None, ValueError, ["(seq_len, input_size=3)", "(5, 2)"]),
+        (torch.randn(5, 3), (torch.randn(2, 5),) * 2, ValueError, ["(2, 4)", "(2, 5)"]),
+        (torch.randn(5, 3), (torch.randn(1, 1, 4),) * 2, ValueError, ["unbatched 2-D", "2-D", "(1, 1, 4)"]),
+        (torch.randn(0, 3), None, ValueError, ["non-empty", "(0, 3)"]),
     ],
 )
 def test_lstm_rejects_bad_input_clearly(x, state, error, words):
@@ -334,6 +804,11 @@ def test_lstm_rejects_bad_input_clearly(x, state, error, words):
     assert raised.type is error
     for word in words:
         assert word in str(raised.value)
+
+
+def test_unbatched_errors_name_what_the_caller_passed_with_batch_first():
+    raised = bad_call(LSTM(13, 4, 2, batch_first=True), torch.rand(5, 2))
+    assert "(5, 2)" in str(raised.value) and "(1, 5, 2)" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -344,10 +819,17 @@ def test_lstm_rejects_bad_input_clearly(x, state, error, words):
         (lambda: LSTMCell(3.0, 4), TypeError, ["input_size", "int", "float"]),
         (lambda: LSTM(3, 4, num_layers=0), ValueError, ["num_layers", "positive", "0"]),
         (lambda: LSTM(3, 4, batch_first="yes"), TypeError, ["batch_first", "bool", "str"]),
+        (lambda: LSTM(3, 4, 1, "yes"), TypeError, ["bias", "bool", "str"]),
         (lambda: LSTM(3, 4, backward="numeric"), ValueError, ["bptt", "numeric"]),
+        (lambda: LSTM(3, 4, variant="gru"), ValueError, ["standard", "cifg", "'gru'"]),
+        (lambda: LSTM(3, 4, 2, dropout=1.5), ValueError, ["dropout", "[0, 1]", "1.5"]),
+        (lambda: LSTM(3, 4, bidirectional=True), ValueError, ["bidirectional=True", "not supported"]),
+        (lambda: LSTM(3, 4, proj_size=2), ValueError, ["proj_size=2", "not supported"]),
+        (lambda: LSTM(3, 4, forget_bias="1"), TypeError, ["forget_bias", "str"]),
+        (lambda: LSTM(3, 4, forget_bias=float("nan")), ValueError, ["forget_bias", "finite"]),
     ],
 )
-def test_constructors_reject_bad_sizes(make, error, words):
+def test_constructors_reject_bad_settings(make, error, words):
     raised = bad_call(make)
     assert raised.type is error
     for word in words:
@@ -359,13 +841,11 @@ def test_constructors_reject_bad_sizes(make, error, words):
     [
         (LSTMCell.from_torch, nn.LSTM(2, 3), TypeError, ["torch.nn.LSTMCell", "LSTM"]),
         (LSTMCell.from_torch, nn.GRUCell(2, 3), TypeError, ["torch.nn.LSTMCell", "GRUCell"]),
-        (LSTMCell.from_torch, nn.LSTMCell(2, 3, bias=False), ValueError, ["bias=False"]),
         (LSTM.from_torch, nn.LSTMCell(2, 3), TypeError, ["torch.nn.LSTM", "LSTMCell"]),
         (LSTM.from_torch, "lstm", TypeError, ["torch.nn.LSTM", "str"]),
         (LSTM.from_torch, nn.LSTM(2, 3, bidirectional=True), ValueError, ["bidirectional=True"]),
-        (LSTM.from_torch, nn.LSTM(2, 3, bias=False), ValueError, ["bias=False"]),
         (LSTM.from_torch, nn.LSTM(2, 3, proj_size=2), ValueError, ["proj_size=2"]),
-        (LSTM.from_torch, nn.LSTM(2, 3, num_layers=2, dropout=0.5), ValueError, ["dropout=0.5"]),
+        (VARIANTS["cifg"].from_torch, nn.LSTMCell(2, 3), ValueError, ["CoupledGateLSTMCell", "variant"]),
     ],
 )
 def test_from_torch_refuses_what_it_cannot_convert(convert, given, error, words):
@@ -373,3 +853,17 @@ def test_from_torch_refuses_what_it_cannot_convert(convert, given, error, words)
     assert raised.type is error
     for word in words:
         assert word in str(raised.value)
+
+
+def test_from_torch_accepts_bias_false_and_dropout():
+    assert not LSTMCell.from_torch(nn.LSTMCell(2, 3, bias=False)).bias
+    assert not LSTM.from_torch(nn.LSTM(2, 3, bias=False)).bias
+    assert LSTM.from_torch(nn.LSTM(2, 3, 2, dropout=0.5)).dropout == 0.5
+
+
+def test_the_module_reads_in_the_promised_order():
+    source = inspect.getsource(lstm_cell)
+    assert source.index("c' = f ⊙ c + i ⊙ g") < source.index("class LSTMCell")
+    assert (
+        source.index("class LSTMCell") < source.index("class PeepholeLSTMCell") < source.index("class LSTM(")
+    )
