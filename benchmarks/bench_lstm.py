@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -35,13 +38,13 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from experiment_utils import compile_model, describe_machine, markdown_table
-from lstm_cell import LSTM
+from lstm_cell import LSTM, VARIANTS
 
 PUBLISHED_SIZES = [(16, 20, 1, 20), (1, 40, 1, 50)]
 LARGER_SIZE = (64, 100, 32, 256)
 EXPERIMENTS = ("binary_counting", "sine_wave_prediction")
 REFERENCE = "torch.nn.LSTM"
-COMPILED = "torch.compile(LSTM, hand-written backward)"
+COMPILED = "torch.compile(LSTM standard)"
 
 
 class TorchCellLoop(nn.Module):
@@ -102,6 +105,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also time the project's LSTM compiled as the scripts compile it (compile_model)",
     )
+    parser.add_argument(
+        "--memory-size",
+        type=parse_size,
+        default=MEMORY_SIZE,
+        metavar="B,T,I,H",
+        help="the size whose peak memory is measured (default: 16,20000,1,64)",
+    )
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the memory part")
     parser.add_argument("--epoch-repeats", type=int, default=3, help="epochs timed per experiment and cell")
     parser.add_argument("--skip-epochs", action="store_true", help="time training steps only")
     parser.add_argument(
@@ -126,16 +137,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_models(size: tuple[int, int, int, int], args: argparse.Namespace) -> dict[str, nn.Module]:
-    """Every model of the comparison, holding the same weights."""
+    """Every model of the comparison: the standard cell in both backward modes, every variant, and
+    PyTorch's two ways; the standard ones hold the same weights."""
     _, _, input_size, hidden_size = size
     reference = nn.LSTM(input_size, hidden_size)
-    models = {
-        "LSTM, hand-written backward (bptt)": LSTM.from_torch(reference),
-        "LSTM, autograd backward": LSTM.from_torch(reference),
-        "loop over torch.nn.LSTMCell": TorchCellLoop(reference),
-        REFERENCE: reference,
-    }
-    models["LSTM, autograd backward"].backward = "autograd"
+    models = {}
+    for variant in VARIANTS:
+        for backward in ("bptt", "autograd") if variant == "standard" else ("autograd",):
+            lstm = LSTM.from_torch(reference) if variant == "standard" else LSTM(*size[2:], variant=variant)
+            lstm.backward = backward
+            models[f"LSTM {variant}, {backward}"] = lstm
+    models["loop over torch.nn.LSTMCell"] = TorchCellLoop(reference)
+    models[REFERENCE] = reference
     if args.compile:
         try:
             models[COMPILED] = compile_model(LSTM.from_torch(reference))
@@ -232,7 +245,87 @@ def steps_table(size_results: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Part 2: one epoch of each experiment.
+# Part 2: peak memory of one long sequence.
+
+MEMORY_SIZE = (16, 20_000, 1, 64)  # (batch, seq_len, input_size, hidden_size)
+MEMORY_MODES = ("no_grad", "training")
+
+
+def measure_memory(args: argparse.Namespace) -> list[dict]:
+    """Peak memory of each model over one long sequence, forward without gradients and a training step.
+
+    Each measurement runs in a process of its own, so that memory one model freed cannot hide what the
+    next one takes. Linux only (it reads the peak resident set size from /proc); elsewhere, none.
+    """
+    if not Path("/proc/self/clear_refs").exists():
+        print("Left out the memory part: it reads /proc, which this system does not have.", file=sys.stderr)
+        return []
+    names = [REFERENCE, *(f"LSTM {variant}" for variant in VARIANTS)]
+    spawn = multiprocessing.get_context("spawn")
+    results = []
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, max_tasks_per_child=1) as pool:
+        for name in names:
+            megabytes = {
+                mode: pool.submit(peak_megabytes, name, mode, args.memory_size, args.threads or 1).result()
+                for mode in MEMORY_MODES
+            }
+            results.append({"model": name, **{f"{mode}_mib": value for mode, value in megabytes.items()}})
+    for result in results:
+        for mode in MEMORY_MODES:
+            result[f"{mode}_ratio_to_torch"] = result[f"{mode}_mib"] / results[0][f"{mode}_mib"]
+    return results
+
+
+def peak_megabytes(name: str, mode: str, size: tuple[int, int, int, int], threads: int) -> float:
+    """MiB by which the resident set grows at its peak while `name` runs `mode` over one sequence."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    batch, seq_len, input_size, hidden_size = size
+    if name == REFERENCE:
+        model = nn.LSTM(input_size, hidden_size)
+    else:
+        model = LSTM(input_size, hidden_size, variant=name.split()[1])
+    x = torch.randn(seq_len, batch, input_size)
+
+    def run(inputs: Tensor) -> None:
+        with torch.set_grad_enabled(mode == "training"):
+            output, _ = model(inputs)
+            if mode == "training":
+                output.sum().backward()
+
+    run(x[:10])  # one-time costs (the check of the cell, lazy initialization) are not what is measured
+    gc.collect()
+    baseline = resident_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak so far (VmHWM) falls to the current size
+    run(x)
+    return (resident_kib("VmHWM") - baseline) / 1024
+
+
+def resident_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def memory_table(memory_results: list[dict]) -> str:
+    rows = [
+        (
+            result["model"],
+            *(
+                f"{result[f'{mode}_mib']:.0f} ({result[f'{mode}_ratio_to_torch']:.2f}×)"
+                for mode in MEMORY_MODES
+            ),
+        )
+        for result in memory_results
+    ]
+    return markdown_table(
+        ("model", "forward, no_grad: MiB (vs nn.LSTM)", "training step: MiB (vs nn.LSTM)"), rows
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part 3: one epoch of each experiment.
 
 
 def time_epochs(args: argparse.Namespace) -> list[dict]:
@@ -282,7 +375,7 @@ def epochs_table(epoch_results: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Part 3: the demo, end to end, as a newcomer runs it.
+# Part 4: the demo, end to end, as a newcomer runs it.
 
 
 def time_demo() -> dict:
@@ -342,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     results["step"] = step
     with fresh_compile_cache():
         results["sizes"] = [time_steps(size, args) for size in args.sizes]
+    results["memory"] = [] if args.skip_memory else measure_memory(args)
+    results["memory_size"] = list(args.memory_size)
     results["epochs"] = [] if args.skip_epochs else time_epochs(args)
     results["demo"] = None if args.skip_demo else time_demo()
     results["machine"]["load_average_at_end"] = load_average()
@@ -349,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(results["machine"]))
     print(f"\nOne training step ({step}), median of {args.repeats} timings:\n")
     print(steps_table(results["sizes"]))
+    if results["memory"]:
+        batch, seq_len, _, hidden_size = args.memory_size
+        print(f"\nPeak memory over one sequence of {seq_len} steps (batch {batch}, hidden {hidden_size}):\n")
+        print(memory_table(results["memory"]))
     if results["epochs"]:
         print(f"\nOne epoch of each experiment (`--epochs 1`), median of {args.epoch_repeats}:\n")
         print(epochs_table(results["epochs"]))

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from lstm_cell import VARIANTS
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bench_lstm.py"
 
@@ -30,13 +32,15 @@ def test_quick_benchmark_runs_and_writes_every_model(tmp_path):
         "--threads",
         "1",
         "--skip-epochs",
+        "--skip-memory",
         "--skip-demo",
     ]
     command = [sys.executable, str(SCRIPT), "--quick", *tiny, "--json", str(json_path)]
     run = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr
 
-    models = ["LSTM, hand-written backward (bptt)", "LSTM, autograd backward"]
+    models = ["LSTM standard, bptt", "LSTM standard, autograd"]
+    models += [f"LSTM {variant}, autograd" for variant in list(VARIANTS)[1:]]
     models += ["loop over torch.nn.LSTMCell", "torch.nn.LSTM"]
     for name in models:
         assert f"| (2, 3, 1, 4) | {name} |" in run.stdout
@@ -47,7 +51,19 @@ def test_quick_benchmark_runs_and_writes_every_model(tmp_path):
     assert list(size["models"]) == models
     assert size["models"]["torch.nn.LSTM"]["ratio_to_torch"] == 1
     assert all(timing["median_ms"] > 0 for timing in size["models"].values())
-    assert results["demo"] is None
+    assert results["demo"] is None and results["memory"] == []
+
+
+def test_peak_memory_is_measured_for_a_model_and_tabulated():
+    benchmark = load_benchmark()
+    size = (2, 3000, 1, 32)  # the output alone is 0.7 MiB
+    megabytes = {
+        mode: benchmark.peak_megabytes("LSTM standard", mode, size, 1) for mode in ("no_grad", "training")
+    }
+    assert 0 <= megabytes["no_grad"] < megabytes["training"]
+    row = {"model": "LSTM standard", "no_grad_mib": 10.0, "training_mib": 30.0}
+    row |= {"no_grad_ratio_to_torch": 1.25, "training_ratio_to_torch": 0.5}
+    assert "| LSTM standard | 10 (1.25×) | 30 (0.50×) |" in benchmark.memory_table([row])
 
 
 def test_epoch_timing_runs_each_script_with_both_cells_and_skips_a_missing_one(monkeypatch, capsys):
