@@ -115,6 +115,17 @@ def make_dataset(num_samples: int, seq_len: int, generator: torch.Generator) -> 
     return TensorDataset(bits, counts)
 
 
+def make_datasets(
+    seed: int, seq_len: int, train_samples: int, valid_samples: int
+) -> tuple[TensorDataset, TensorDataset, torch.Generator]:
+    """The training and validation sets of a run with `seed`, and the generator they were drawn from;
+    its next draws are the run's length-generalization sets."""
+    generator = torch.Generator().manual_seed(seed)
+    train_dataset = make_dataset(train_samples, seq_len, generator)
+    valid_dataset = make_dataset(valid_samples, seq_len, generator)
+    return train_dataset, valid_dataset, generator
+
+
 # ---------------------------------------------------------------------------------------------------
 # Evaluation
 
@@ -199,9 +210,9 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
 
     # Data and shuffling draw from their own generators, the weights from the global one: the same
     # seed gives the same data and batches with either --cell.
-    data_generator = torch.Generator().manual_seed(args.seed)
-    train_dataset = make_dataset(args.train_samples, args.seq_len, data_generator)
-    valid_dataset = make_dataset(args.valid_samples, args.seq_len, data_generator)
+    train_dataset, valid_dataset, data_generator = make_datasets(
+        args.seed, args.seq_len, args.train_samples, args.valid_samples
+    )
     shuffle_generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
 
