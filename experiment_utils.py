@@ -85,6 +85,7 @@ def thread_count(text: str) -> int:
 
 
 def whole_number_in_range(minimum: int, maximum: int, text: str, *, limit: str = "") -> int:
+    """int(text) when it lies in minimum … maximum; ArgumentTypeError naming the range (and `limit`)."""
     value = whole_number_at_least(minimum, text, f"a whole number from {minimum} to {maximum}")
     if value > maximum:
         because = f" ({limit})" if limit else ""
@@ -214,7 +215,10 @@ def apply_resume(
         stored = checkpoint["config"]
         history = checkpoint["history"]
     except Exception as error:  # a checkpoint we did not write, or a damaged one: say so in one line
-        parser.error(f"--resume: cannot read {path}: {error}")
+        parser.error(
+            f"--resume: {path} is not a checkpoint these scripts can read ({type(error).__name__});"
+            " start a new run without --resume"
+        )
     if history and not math.isfinite(history[-1]["train_loss"]):
         parser.error(
             f"--resume: the run in {args.out_dir} diverged at epoch {history[-1]['epoch']};"
@@ -233,7 +237,8 @@ def apply_resume(
             " Leave these options out, or start a new run without --resume"
         )
     for name, value in stored.items():
-        if name in given or name in ("out_dir", "resume") or not hasattr(args, name):
+        # Where to look and whether to print are this command's business, not the stored run's.
+        if name in given or name in ("out_dir", "resume", "quiet") or not hasattr(args, name):
             continue
         if name == "device":
             try:

@@ -54,6 +54,18 @@ def test_demo_time_is_the_measured_one():
     assert demo["seconds"] <= 60
 
 
+def test_readme_gives_one_regeneration_command_per_experiment_naming_the_folder():
+    for script in (binary_counting, sine_wave_prediction):
+        command = f"python {script.__name__}.py --out-dir figures"
+        assert f"\n{command}\n" in README, command
+        args = script.parse_args(command.split()[2:])
+        assert args.out_dir == Path("figures") and vars(args) == {
+            **vars(script.parse_args([])),
+            "out_dir": Path("figures"),
+        }
+        assert (ROOT / "figures" / script.JSON_NAME).is_file()
+
+
 def test_committed_binary_counting_weights_are_the_reported_model():
     check_binary_counting_weights(ROOT / "figures")
 

@@ -341,8 +341,9 @@ def test_sigterm_stops_like_ctrl_c_with_status_143(tmp_path: Path) -> None:
 
 
 def test_two_runs_into_one_folder_both_finish_and_leave_whole_files(tmp_path: Path) -> None:
-    # The sine script writes the most files per epoch, the figures among them under one name.
-    argv = tiny(sine_wave_prediction, tmp_path, "--epochs", "2", "--plot-epochs", "0", "1")
+    # Both write sine_loss.png, the weights, the checkpoint and the JSON after every epoch: under the
+    # one temporary name each file once had, one run renamed the other's half-written file away.
+    argv = tiny(sine_wave_prediction, tmp_path, "--epochs", "2", "--plot-epochs")
     processes = [start(sine_wave_prediction, *argv, "--seed", seed) for seed in ("0", "1")]
     try:
         outputs = [process.communicate(timeout=180) for process in processes]
