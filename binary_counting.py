@@ -235,7 +235,7 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         # Last, after everything above that might draw a random number.
         set_random_state(checkpoint["random"], device, generators)
 
-    for epoch in range(len(history), args.epochs):
+    for epoch in range(len(history) if args.resume else 0, args.epochs):
         start = time.perf_counter()
         model.train()
         batch_losses, batch_accuracies = [], []

@@ -185,7 +185,8 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
         # Last, after everything above that might draw a random number.
         set_random_state(checkpoint["random"], device, generators)
 
-    for epoch in range(len(history), args.epochs):
+    first_epoch = len(history) if args.resume else 0
+    for epoch in range(first_epoch, args.epochs):
         start = time.perf_counter()
         total_loss = torch.zeros((), device=device)
         for x, y in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
@@ -228,6 +229,11 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
                 flush=True,
             )
         check_finite(epoch, train_loss, args.lr)
+    if first_epoch == args.epochs:
+        # Resumed after its last epoch: the run may have been killed between that epoch's checkpoint
+        # and its JSON, so write the files again from the checkpoint (the same content otherwise).
+        with interrupts_held():
+            write_outputs(args, result, checkpoint)
     return result
 
 

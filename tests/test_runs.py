@@ -225,7 +225,9 @@ def test_kill_9_then_resume_gives_the_epochs_of_an_uninterrupted_run(
     finished = len(strict_json(killed / script.JSON_NAME)["epochs"])
     assert 1 <= finished < WHOLE_RUN_EPOCHS
 
-    assert script.main(["--out-dir", str(killed), "--resume"]) == 0  # its settings come from the run
+    assert (
+        script.main(["--out-dir", str(killed), "--resume", "--quiet"]) == 0
+    )  # its settings come from the run
     whole = whole_runs(script)[0].out_dir
 
     resumed, uninterrupted = strict_json(killed / script.JSON_NAME), strict_json(whole / script.JSON_NAME)
@@ -277,8 +279,18 @@ def test_resume_without_a_run_is_a_usage_error(tmp_path: Path, capsys) -> None:
 def test_resume_of_a_finished_run_changes_no_result(whole_runs) -> None:
     out_dir = whole_runs(binary_counting)[0].out_dir
     before = strict_json(out_dir / binary_counting.JSON_NAME)
-    assert binary_counting.main(["--out-dir", str(out_dir), "--resume"]) == 0
+    assert binary_counting.main(["--out-dir", str(out_dir), "--resume", "--quiet"]) == 0
     assert strict_json(out_dir / binary_counting.JSON_NAME) == before
+
+
+def test_resume_after_a_kill_between_the_last_checkpoint_and_the_json(tmp_path: Path) -> None:
+    script = sine_wave_prediction
+    assert script.main(tiny(script, tmp_path, "--epochs", "2")) == 0
+    complete = strict_json(tmp_path / script.JSON_NAME)
+    # What a kill after the last checkpoint but before the JSON leaves: the JSON one epoch behind.
+    (tmp_path / script.JSON_NAME).write_text(json.dumps({**complete, "epochs": complete["epochs"][:1]}))
+    assert script.main(["--out-dir", str(tmp_path), "--resume", "--quiet"]) == 0
+    assert strict_json(tmp_path / script.JSON_NAME) == complete
 
 
 # ---------------------------------------------------------------------------------------------------
