@@ -144,6 +144,13 @@ def add_common_arguments(
         f" {default_out_dir}/). Two runs may share a folder: each writes under its own temporary names,"
         " and whichever finishes last leaves its whole files.",
     )
+    if parser.epilog is None:
+        parser.epilog = (
+            "exit status: 0 finished; 2 usage error (before anything is written);"
+            f" {INTERRUPTED_EXIT_STATUS} Ctrl-C; {TERMINATED_EXIT_STATUS} SIGTERM (both keep the finished"
+            f" epochs); {DIVERGED_EXIT_STATUS} the training loss diverged;"
+            f" {WRITE_FAILED_EXIT_STATUS} an output file could not be written"
+        )
     if resumable:
         parser.add_argument(
             "--resume",
