@@ -94,7 +94,7 @@ def partial_files(directory: Path) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_a_trial_run_in_a_clone_leaves_git_status_clean(tmp_path: Path) -> None:
+def test_a_trial_run_in_a_clone_leaves_git_status_clean(tmp_path: Path, monkeypatch) -> None:
     # A copy of the working tree's tracked files (committed or not), so the test checks this code.
     listed = subprocess.run(
         ["git", "ls-files", "-z"], cwd=REPOSITORY, capture_output=True, text=True, check=True
@@ -108,20 +108,11 @@ def test_a_trial_run_in_a_clone_leaves_git_status_clean(tmp_path: Path) -> None:
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "clone"]):
         subprocess.run([*git, *command], cwd=clone, check=True, capture_output=True)
 
-    # Both scripts, no --out-dir: their defaults. One Python process saves a second torch import.
-    code = (
-        "import sys, binary_counting, sine_wave_prediction\n"
-        f"assert binary_counting.main({TINY[binary_counting] + ['--epochs', '1']!r}) == 0\n"
-        f"assert sine_wave_prediction.main({TINY[sine_wave_prediction] + ['--epochs', '1']!r}) == 0\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert run.returncode == 0, run.stderr
+    # Both scripts, no --out-dir: their defaults, relative to the clone. They run in this process,
+    # from the same code, to spare a second start of Python and torch.
+    monkeypatch.chdir(clone)
+    assert binary_counting.main([*TINY[binary_counting], "--epochs", "1"]) == 0
+    assert sine_wave_prediction.main([*TINY[sine_wave_prediction], "--epochs", "1"]) == 0
     for script, folder in (
         (binary_counting, "runs/binary_counting"),
         (sine_wave_prediction, "runs/sine_wave"),
@@ -209,10 +200,10 @@ def test_weights_are_written_after_every_epoch(tmp_path: Path, monkeypatch) -> N
 # 3. --resume
 
 
-@SCRIPTS
-def test_kill_9_then_resume_gives_the_epochs_of_an_uninterrupted_run(
-    script, tmp_path: Path, whole_runs
-) -> None:
+def test_kill_9_then_resume_gives_the_epochs_of_an_uninterrupted_run(tmp_path: Path, whole_runs) -> None:
+    # binary_counting restores the most: Adam's moments, the data and the shuffling generators,
+    # and after the last epoch the data generator's draws of the length-generalization sets.
+    script = binary_counting
     killed = tmp_path / "killed"
     process = start(script, *tiny(script, killed, "--epochs", str(WHOLE_RUN_EPOCHS)))
     try:
@@ -225,20 +216,42 @@ def test_kill_9_then_resume_gives_the_epochs_of_an_uninterrupted_run(
     finished = len(strict_json(killed / script.JSON_NAME)["epochs"])
     assert 1 <= finished < WHOLE_RUN_EPOCHS
 
-    assert (
-        script.main(["--out-dir", str(killed), "--resume", "--quiet"]) == 0
-    )  # its settings come from the run
-    whole = whole_runs(script)[0].out_dir
+    # No settings but the folder: they come from the run.
+    assert script.main(["--out-dir", str(killed), "--resume", "--quiet"]) == 0
+    assert_same_run(script, killed, whole_runs(script)[0].out_dir)
 
-    resumed, uninterrupted = strict_json(killed / script.JSON_NAME), strict_json(whole / script.JSON_NAME)
+
+def test_a_run_stopped_in_its_second_epoch_resumes_to_the_uninterrupted_run(
+    tmp_path: Path, whole_runs, monkeypatch
+) -> None:
+    script = sine_wave_prediction
+    forecast, calls = script.forecast, []
+
+    def stopped_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return forecast(*args, **kwargs)
+
+    monkeypatch.setattr(script, "forecast", stopped_in_the_second_epoch)
+    assert script.main(tiny(script, tmp_path, "--epochs", str(WHOLE_RUN_EPOCHS))) == 130
+    monkeypatch.setattr(script, "forecast", forecast)
+    assert script.main(["--out-dir", str(tmp_path), "--resume", "--quiet"]) == 0
+    assert_same_run(script, tmp_path, whole_runs(script)[0].out_dir)
+
+
+def assert_same_run(script, resumed_dir: Path, uninterrupted_dir: Path) -> None:
+    """Every metric of every epoch, every other result, the settings and the weights are equal."""
+    resumed = strict_json(resumed_dir / script.JSON_NAME)
+    uninterrupted = strict_json(uninterrupted_dir / script.JSON_NAME)
     assert without_seconds(resumed["epochs"]) == without_seconds(uninterrupted["epochs"])
     for key in uninterrupted.keys() - {"config", "epochs"}:
         assert resumed[key] == uninterrupted[key], key
     for config in (resumed["config"], uninterrupted["config"]):
         del config["out_dir"]
     assert resumed["config"] == uninterrupted["config"]
-    resumed_weights = torch.load(killed / script.WEIGHTS_NAME, weights_only=True)
-    for name, value in torch.load(whole / script.WEIGHTS_NAME, weights_only=True).items():
+    resumed_weights = torch.load(resumed_dir / script.WEIGHTS_NAME, weights_only=True)
+    for name, value in torch.load(uninterrupted_dir / script.WEIGHTS_NAME, weights_only=True).items():
         assert torch.equal(resumed_weights[name], value), name
 
 

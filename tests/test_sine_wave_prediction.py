@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -280,34 +275,8 @@ def test_ctrl_c_keeps_the_finished_epochs(tmp_path, monkeypatch, capsys) -> None
     assert [epoch["epoch"] for epoch in json.loads((out / "sine_wave.json").read_text())["epochs"]] == [0]
 
 
-def test_sigint_stops_a_running_script_cleanly(tmp_path) -> None:
-    out = tmp_path / "out"
-    argv = [*TINY, "--epochs", "1000", "--plot-epochs", "0", "--out-dir", str(out)]
-    process = subprocess.Popen(
-        [sys.executable, "sine_wave_prediction.py", *argv],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "sine_wave.json").exists():
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no epoch finished within two minutes"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-
-    assert process.returncode == INTERRUPTED_EXIT_STATUS, stderr
-    assert "Traceback" not in stderr and "Interrupted" in stderr
-    assert "| Epoch | Train Loss | Test Loss |" in stdout
-    epochs = json.loads((out / "sine_wave.json").read_text())["epochs"]
-    assert 1 <= len(epochs) < 1000
-    assert [epoch["epoch"] for epoch in epochs] == list(range(len(epochs)))
-    assert not [name for name in os.listdir(out) if name.endswith(".partial")]
+# The script stopped by a signal from outside: tests/test_runs.py sends SIGTERM to it, and
+# tests/test_binary_counting.py Ctrl-C to the other script; both take the one shared path.
 
 
 # ---------------------------------------------------------------------------------------------------
