@@ -37,7 +37,8 @@ TERMINATED_EXIT_STATUS = 143  # what a shell reports for a program stopped by SI
 DIVERGED_EXIT_STATUS = 3  # the training loss stopped being a finite number
 WRITE_FAILED_EXIT_STATUS = 1  # an output file could not be written
 MAX_SEED = 2**32 - 1  # numpy's generator accepts seeds 0 … 2**32 - 1; torch and random accept more
-# Settings that may differ when a run is resumed: they change how it runs, not what it computes.
+# Settings that may differ when a run is resumed: where and how it runs, not what it trains (another
+# --threads may round a sum differently in its last bit).
 FREE_ON_RESUME = ("out_dir", "quiet", "threads", "resume")
 
 
