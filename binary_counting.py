@@ -6,9 +6,15 @@ with the mean squared error; a prediction counts as correct when it rounds to th
 training, sequences of other lengths ask whether the model learned such a sum or something that
 only works at the training length.
 
-    python binary_counting.py                 # the published settings, figures and JSON in figures/
-    python binary_counting.py --cell torch    # the same run with torch.nn.LSTM from the same weights
+    python binary_counting.py                      # the published settings, outputs in runs/binary_counting/
+    python binary_counting.py --out-dir figures    # the same, regenerating the committed results
+    python binary_counting.py --resume             # continue the run in runs/binary_counting/
+    python binary_counting.py --cell torch         # the same run with torch.nn.LSTM from the same weights
     python binary_counting.py --help
+
+After every epoch --out-dir holds train_binary.png, binary_counting.json, the weights
+binary_counting.pt (rebuild the model with `experiment_utils.load_model`) and the checkpoint
+binary_counting.checkpoint.pt that --resume continues from.
 
 Importable: `train(parse_args([]))` runs the experiment and returns a `BinaryCountingResult`.
 """
@@ -31,20 +37,30 @@ from torch.utils.data import DataLoader, TensorDataset
 from experiment_utils import (
     add_common_arguments,
     build_model,
+    check_finite,
     compile_model,
     config_of,
+    finish_parsing,
+    interrupts_held,
+    load_checkpoint,
     markdown_table,
     positive_float,
     positive_int,
     progress,
+    random_state,
     run_until_interrupted,
     save_figure,
     save_json,
+    save_torch,
+    set_random_state,
     start_run,
 )
 
 FIGURE_NAME = "train_binary.png"
 JSON_NAME = "binary_counting.json"
+WEIGHTS_NAME = "binary_counting.pt"  # the model's state_dict after the last finished epoch
+CHECKPOINT_NAME = "binary_counting.checkpoint.pt"  # everything --resume needs
+DEFAULT_OUT_DIR = "runs/binary_counting"  # outside the tracked files: a trial run changes nothing in git
 EVALUATION_BATCH_SIZE = 1000  # no gradients are kept while evaluating, so large batches cost little
 
 # ---------------------------------------------------------------------------------------------------
@@ -82,10 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="LENGTH",
         help="sequence lengths tested after training: does counting generalize? (default: 10 20 40)",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, default_out_dir=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
     args.lengths = sorted(set(args.lengths))
-    return args
+    return finish_parsing(parser, argv, args, CHECKPOINT_NAME)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -97,6 +113,17 @@ def make_dataset(num_samples: int, seq_len: int, generator: torch.Generator) -> 
     bits = torch.randint(0, 2, (num_samples, seq_len, 1), generator=generator).float()
     counts = bits.sum(dim=(1, 2))
     return TensorDataset(bits, counts)
+
+
+def make_datasets(
+    seed: int, seq_len: int, train_samples: int, valid_samples: int
+) -> tuple[TensorDataset, TensorDataset, torch.Generator]:
+    """The training and validation sets of a run with `seed`, and the generator they were drawn from;
+    its next draws are the run's length-generalization sets."""
+    generator = torch.Generator().manual_seed(seed)
+    train_dataset = make_dataset(train_samples, seq_len, generator)
+    valid_dataset = make_dataset(valid_samples, seq_len, generator)
+    return train_dataset, valid_dataset, generator
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,16 +200,19 @@ class BinaryCountingResult:
 def train(args: argparse.Namespace, history: list[dict] | None = None) -> BinaryCountingResult:
     """Train with the settings `args`; append one dict per finished epoch to `history`.
 
-    Both output files are rewritten after every epoch, so an interrupted run keeps what it finished.
+    The output files are rewritten after every epoch, so an interrupted run keeps what it finished;
+    with `args.resume` the run continues from its checkpoint in args.out_dir, and every epoch after
+    it equals that of the run never interrupted. Raises Diverged after an epoch whose training loss
+    is not finite, and OutputError when a file cannot be written.
     """
     history = [] if history is None else history
     device = start_run(args)
 
     # Data and shuffling draw from their own generators, the weights from the global one: the same
     # seed gives the same data and batches with either --cell.
-    data_generator = torch.Generator().manual_seed(args.seed)
-    train_dataset = make_dataset(args.train_samples, args.seq_len, data_generator)
-    valid_dataset = make_dataset(args.valid_samples, args.seq_len, data_generator)
+    train_dataset, valid_dataset, data_generator = make_datasets(
+        args.seed, args.seq_len, args.train_samples, args.valid_samples
+    )
     shuffle_generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
 
@@ -194,8 +224,18 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     # Only training steps run compiled; evaluation uses the same parameters uncompiled, so that
     # other batch sizes and sequence lengths cause no recompilation.
     train_model = compile_model(model) if args.compile else model
+    generators = {"data": data_generator, "shuffle": shuffle_generator}
+    if args.resume:
+        checkpoint = load_checkpoint(Path(args.out_dir) / CHECKPOINT_NAME)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        history[:] = checkpoint["history"]
+        result.compile_seconds = checkpoint["compile_seconds"]
+        result.predictions_after = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
+        # Last, after everything above that might draw a random number.
+        set_random_state(checkpoint["random"], device, generators)
 
-    for epoch in range(args.epochs):
+    for epoch in range(len(history) if args.resume else 0, args.epochs):
         start = time.perf_counter()
         model.train()
         batch_losses, batch_accuracies = [], []
@@ -217,19 +257,31 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
 
         result.predictions_after = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
         valid_loss, valid_accuracy = score(result.predictions_after, valid_dataset.tensors[1])
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": train_accuracy,
-                "valid_loss": valid_loss,
-                "valid_accuracy": valid_accuracy,
-                "seconds": time.perf_counter() - start,
+        # A stop signal waits until the epoch is in the history and in every file, so a stopped run
+        # never leaves files of different epochs side by side.
+        with interrupts_held():
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_accuracy": train_accuracy,
+                    "valid_loss": valid_loss,
+                    "valid_accuracy": valid_accuracy,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            checkpoint = {
+                "config": config_of(args),
+                "history": list(history),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "random": random_state(device, generators),
+                "compile_seconds": result.compile_seconds,
             }
-        )
+            save_outputs(args, result, checkpoint)
         if not args.quiet:
             print(epoch_line(history[-1], args.epochs), flush=True)
-        save_outputs(args, result)
+        check_finite(epoch, train_loss, args.lr)
 
     result.length_generalization = length_generalization(
         model, args.lengths, args.valid_samples, data_generator
@@ -317,8 +369,12 @@ def generalization_table(generalization: dict[str, dict]) -> str:
     return markdown_table(header, rows)
 
 
-def save_outputs(args: argparse.Namespace, result: BinaryCountingResult) -> None:
-    """Write the JSON and the figure of the run so far into args.out_dir, each atomically."""
+def save_outputs(
+    args: argparse.Namespace, result: BinaryCountingResult, checkpoint: dict | None = None
+) -> None:
+    """Write the run so far into args.out_dir, each file atomically: the figure, the weights, the
+    checkpoint (when given: only at the end of an epoch, where --resume can start) and the JSON last,
+    so that the JSON never lists an epoch whose checkpoint is not yet written."""
     out_dir = Path(args.out_dir)
     results = {
         "config": config_of(args),
@@ -327,8 +383,11 @@ def save_outputs(args: argparse.Namespace, result: BinaryCountingResult) -> None
     }
     if result.compile_seconds is not None:
         results["compile_seconds"] = result.compile_seconds
-    save_json(results, out_dir / JSON_NAME)
     save_figure(plot_results(args, result), out_dir / FIGURE_NAME)
+    save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
+    if checkpoint is not None:
+        save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
+    save_json(results, out_dir / JSON_NAME)
 
 
 def plot_results(args: argparse.Namespace, result: BinaryCountingResult) -> Figure:
@@ -447,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         print(generalization_table(result.length_generalization))
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
-        print(f"\nWrote {args.out_dir / FIGURE_NAME} and {args.out_dir / JSON_NAME}")
+        written = (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)
+        print(f"\nWrote {', '.join(str(args.out_dir / name) for name in written)}")
 
     return run_until_interrupted(run, report)
 

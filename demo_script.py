@@ -1,9 +1,11 @@
 """A quick tour: train both experiments with the hand-written LSTM and save their figures.
 
-    python demo_script.py           # quick settings that still show learning, figures in figures/demo/
+    python demo_script.py           # quick settings that still show learning, outputs in runs/demo/
     python demo_script.py --full    # the published settings of both experiments
 
-It calls the training scripts' own functions, so what it shows is what they run.
+It calls the training scripts' own functions, so what it shows is what they run, and passes its
+options on to both: a bad value is a usage error before either trains, SIGTERM stops it as Ctrl-C
+does, and both write their figures, JSON, weights and checkpoints into the one --out-dir.
 """
 
 from __future__ import annotations
@@ -14,7 +16,18 @@ import time
 
 import binary_counting
 import sine_wave_prediction
-from experiment_utils import INTERRUPTED_EXIT_STATUS, add_common_arguments
+from experiment_utils import (
+    DIVERGED_EXIT_STATUS,
+    INTERRUPTED_EXIT_STATUS,
+    TERMINATED_EXIT_STATUS,
+    WRITE_FAILED_EXIT_STATUS,
+    Diverged,
+    OutputError,
+    Terminated,
+    add_common_arguments,
+    finish_parsing,
+    sigterm_as_interrupt,
+)
 
 # Quick settings, chosen from measured runs. Binary counting sits on a plateau (predicting the mean
 # count, loss ≈ 5) for its first ~1 500 Adam steps whatever the data size, so the quick run keeps the
@@ -28,8 +41,9 @@ QUICK_SINE_WAVE = ["--batch-size", "8", "--lr", "0.08"]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train both experiments quickly and save their figures.")
     parser.add_argument("--full", action="store_true", help="run both at their published settings instead")
-    add_common_arguments(parser, default_out_dir="figures/demo")
-    return parser.parse_args(argv)
+    # Two experiments in one go: nothing for --resume to continue, so the demo has none.
+    add_common_arguments(parser, default_out_dir="runs/demo", resumable=False)
+    return finish_parsing(parser, argv, parser.parse_args(argv))
 
 
 def experiment_argv(args: argparse.Namespace, quick_settings: list[str]) -> list[str]:
@@ -75,11 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     summaries = []
     try:
-        for run in (run_binary_counting, run_sine_wave):
-            summaries.append(run(args))
-    except KeyboardInterrupt:
-        print(f"\nInterrupted: {len(summaries)} of 2 experiments finished.", file=sys.stderr)
-        return INTERRUPTED_EXIT_STATUS
+        with sigterm_as_interrupt():
+            for run in (run_binary_counting, run_sine_wave):
+                summaries.append(run(args))
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        name = "Terminated (SIGTERM)" if terminated else "Interrupted"
+        print(f"\n{name}: {len(summaries)} of 2 experiments finished.", file=sys.stderr)
+        return TERMINATED_EXIT_STATUS if terminated else INTERRUPTED_EXIT_STATUS
+    except Diverged as diverged:
+        print(diverged, file=sys.stderr)
+        return DIVERGED_EXIT_STATUS
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return WRITE_FAILED_EXIT_STATUS
     seconds = time.perf_counter() - start
     print("\n" + "\n\n".join(summaries))
     print(f"\nBoth experiments took {seconds:.0f}s.")

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import inspect
 import json
+import math
 import os
 import platform
 import random
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,14 @@ from lstm_cell import LSTM
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CELLS = ("custom", "torch")
-INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a program stopped by Ctrl-C
+INTERRUPTED_EXIT_STATUS = 130  # what a shell reports for a program stopped by Ctrl-C (128 + SIGINT)
+TERMINATED_EXIT_STATUS = 143  # what a shell reports for a program stopped by SIGTERM (128 + 15)
+DIVERGED_EXIT_STATUS = 3  # the training loss stopped being a finite number
+WRITE_FAILED_EXIT_STATUS = 1  # an output file could not be written
+MAX_SEED = 2**32 - 1  # numpy's generator accepts seeds 0 … 2**32 - 1; torch and random accept more
+# Settings that may differ when a run is resumed: where and how it runs, not what it trains (another
+# --threads may round a sum differently in its last bit).
+FREE_ON_RESUME = ("out_dir", "quiet", "threads", "resume")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -62,6 +75,27 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed_value(text: str) -> int:
+    """A --seed: a whole number that every generator of a run accepts (numpy's is the narrowest)."""
+    return whole_number_in_range(0, MAX_SEED, text)
+
+
+def thread_count(text: str) -> int:
+    """A --threads: from 1 to this machine's logical cores; more would only wait on each other."""
+    return whole_number_in_range(1, os.cpu_count() or 1, text, limit="this machine's logical cores")
+
+
+def whole_number_in_range(minimum: int, maximum: int, text: str, *, limit: str = "") -> int:
+    """int(text) when it lies in minimum … maximum; ArgumentTypeError naming the range (and `limit`)."""
+    value = whole_number_at_least(minimum, text, f"a whole number from {minimum} to {maximum}")
+    if value > maximum:
+        because = f" ({limit})" if limit else ""
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from {minimum} to {maximum}{because}, got {value}"
+        )
+    return value
+
+
 def available_device(text: str) -> torch.device:
     try:
         return resolve_device(text)
@@ -69,9 +103,16 @@ def available_device(text: str) -> torch.device:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, default_out_dir: str = "figures") -> None:
-    """--seed, --device, --cell, --compile, --threads, --quiet and --out-dir, the same in every script."""
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
+def add_common_arguments(
+    parser: argparse.ArgumentParser, *, default_out_dir: str = "runs", resumable: bool = True
+) -> None:
+    """--seed, --device, --cell, --compile, --threads, --quiet, --out-dir (and --resume), the same everywhere.
+
+    `resumable=False` leaves --resume out, for a script that runs several experiments in one go.
+    """
+    parser.add_argument(
+        "--seed", type=seed_value, default=0, help=f"random seed, 0 … {MAX_SEED} (default: 0)"
+    )
     parser.add_argument(
         "--device",
         type=available_device,
@@ -90,26 +131,144 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, default_out_dir: st
     )
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=thread_count,
         default=1,
-        help="CPU threads for torch (default: 1; models this small gain nothing from more, and on a"
-        " busy machine the threads of each small matmul wait on each other)",
+        help="CPU threads for torch, at most this machine's logical cores (default: 1; models this small"
+        " gain nothing from more, and on a busy machine the threads of each small matmul wait on each other)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
     parser.add_argument(
         "--out-dir",
         type=Path,
         default=Path(default_out_dir),
-        help=f"where the figures and the JSON results go (default: {default_out_dir}/)",
+        help=f"where the figures, the JSON results, the weights and the checkpoint go (default:"
+        f" {default_out_dir}/). Two runs may share a folder: each writes under its own temporary names,"
+        " and whichever finishes last leaves its whole files.",
     )
+    if parser.epilog is None:
+        parser.epilog = (
+            "exit status: 0 finished; 2 usage error (before anything is written);"
+            f" {INTERRUPTED_EXIT_STATUS} Ctrl-C; {TERMINATED_EXIT_STATUS} SIGTERM (both keep the finished"
+            f" epochs); {DIVERGED_EXIT_STATUS} the training loss diverged;"
+            f" {WRITE_FAILED_EXIT_STATUS} an output file could not be written"
+        )
+    if resumable:
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in --out-dir from its last finished epoch, exactly as if it had never"
+            " stopped. Its settings come from the run; an option given here that contradicts them is an"
+            " error (--threads and --quiet may change).",
+        )
 
 
 def config_of(args: argparse.Namespace) -> dict:
-    """The settings of a run as plain JSON values."""
+    """The settings of a run as plain JSON values (--resume is how a run started, not a setting)."""
     return {
         key: value if isinstance(value, (bool, int, float, list)) else str(value)
         for key, value in vars(args).items()
+        if key != "resume"
     }
+
+
+def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path) -> None:
+    """A usage error unless `out_dir` is a folder, or can be created as one, that this process can write.
+
+    Nothing is left behind: the check writes an unnamed temporary file into the nearest folder that
+    exists (the folder itself, or the one `out_dir` would be created in) and lets it vanish.
+    """
+    existing = Path(out_dir)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == Path(out_dir):
+            parser.error(f"--out-dir: expected a folder, got the file {out_dir}")
+        parser.error(f"--out-dir: cannot create {out_dir}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        what = "write into" if existing == Path(out_dir) else f"create {out_dir} in"
+        parser.error(f"--out-dir: cannot {what} {existing}: {error.strerror or error}")
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """The settings (argparse dest names) written on the command line `argv`, whatever their values."""
+    not_given = object()
+    shadow = copy.deepcopy(parser)
+    for action in shadow._actions:  # argparse has no public way to tell a default from a given value
+        action.default = not_given
+    given = shadow.parse_args(argv)
+    return {name for name, value in vars(given).items() if value is not not_given}
+
+
+def apply_resume(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    checkpoint_name: str,
+) -> None:
+    """For --resume: take the stored run's settings into `args`; a usage error where they cannot be.
+
+    Errors (exit status 2): no checkpoint `checkpoint_name` in --out-dir, one that cannot be read, a
+    run that diverged, or an option on the command line that contradicts the stored setting.
+    """
+    if not getattr(args, "resume", False):
+        return
+    path = Path(args.out_dir) / checkpoint_name
+    if not path.is_file():
+        parser.error(f"--resume: no run to resume in {args.out_dir} (expected {path})")
+    try:
+        checkpoint = load_checkpoint(path)
+        stored = checkpoint["config"]
+        history = checkpoint["history"]
+    except Exception as error:  # a checkpoint we did not write, or a damaged one: say so in one line
+        parser.error(
+            f"--resume: {path} is not a checkpoint these scripts can read ({type(error).__name__});"
+            " start a new run without --resume"
+        )
+    if history and not math.isfinite(history[-1]["train_loss"]):
+        parser.error(
+            f"--resume: the run in {args.out_dir} diverged at epoch {history[-1]['epoch']};"
+            " start it again without --resume (with a lower --lr)"
+        )
+    given = explicit_options(parser, argv)
+    current = config_of(args)
+    contradictions = [
+        f"--{name.replace('_', '-')} {current[name]} (the run has {stored[name]})"
+        for name in sorted(given & stored.keys())
+        if name not in FREE_ON_RESUME and current[name] != stored[name]
+    ]
+    if contradictions:
+        parser.error(
+            f"--resume: contradicts the run in {args.out_dir}: {'; '.join(contradictions)}."
+            " Leave these options out, or start a new run without --resume"
+        )
+    for name, value in stored.items():
+        # Where to look and whether to print are this command's business, not the stored run's.
+        if name in given or name in ("out_dir", "resume", "quiet") or not hasattr(args, name):
+            continue
+        if name == "device":
+            try:
+                value = resolve_device(value)
+            except ValueError as error:
+                parser.error(f"--resume: the run in {args.out_dir} trained on {value}: {error}")
+        if name == "threads" and value > (os.cpu_count() or 1):
+            continue  # a run moved to a smaller machine keeps the default
+        setattr(args, name, value)
+
+
+def finish_parsing(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    checkpoint_name: str | None = None,
+) -> argparse.Namespace:
+    """The checks every script makes last: a usable --out-dir, then --resume's stored settings."""
+    check_out_dir(parser, args.out_dir)
+    if checkpoint_name is not None:
+        apply_resume(parser, argv, args, checkpoint_name)
+    return args
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,6 +287,40 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def random_state(device: torch.device, generators: dict[str, torch.Generator]) -> dict:
+    """The state of every generator a run draws from: Python's, numpy's, torch's global ones (and the
+    device's) and the run's own `generators` (data, shuffling), as values torch.load(weights_only=True)
+    reads back."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    state = {
+        "python": random.getstate(),
+        "numpy": numpy_state,
+        "torch": torch.get_rng_state(),
+        "generators": {name: generator.get_state() for name, generator in generators.items()},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_random_state(state: dict, device: torch.device, generators: dict[str, torch.Generator]) -> None:
+    """Put every generator back where `random_state` found it; KeyError for a generator it lacks."""
+    random.setstate(state["python"])
+    numpy_state = copy.deepcopy(state["numpy"])
+    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(state["torch"])
+    for name, generator in generators.items():
+        generator.set_state(state["generators"][name])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type == "mps":
+        torch.mps.set_rng_state(state["mps"])
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -202,6 +395,28 @@ def build_model(
     return model.to(device)
 
 
+def load_model(path: str | Path, config: dict | None = None, device: str = "cpu") -> LastStepRegressor:
+    """The model of a finished epoch, rebuilt from its weights file (e.g. figures/binary_counting.pt).
+
+    The weights file holds the model's state_dict only; the settings that shape the model (`--cell`,
+    `--hidden-size`, …) come from `config`, by default the "config" of the run's JSON beside it (the
+    same name with .json). The model is rebuilt with `build_model`, so it is the very model the
+    script trained, in eval mode on `device`. Raises FileNotFoundError for a missing file, and
+    RuntimeError when the weights do not fit the settings.
+    """
+    path = Path(path)
+    if config is None:
+        config = json.loads(path.with_suffix(".json").read_text())["config"]
+    # Every setting build_model takes is read from the config by name, so a new model option that is
+    # stored in the config reaches the rebuilt model without changes here.
+    names = [name for name in inspect.signature(build_model).parameters if name != "device"]
+    settings = {name: config[name] for name in names if name in config}
+    with torch.random.fork_rng(devices=[]):  # the initial weights it draws are overwritten: leave no trace
+        model = build_model(**settings, device=torch.device(device))
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return model.eval()
+
+
 # Inductor settings under which the compiled LSTM trains fastest on a 2-core CPU (measured with
 # benchmarks/bench_lstm.py): a C++ wrapper launches the kernels instead of a Python one, and a matmul
 # with one row (batch size 1) becomes a loop that Inductor fuses with the gates around it.
@@ -221,27 +436,135 @@ def compile_model(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Output: written beside the target, then renamed, so a reader never sees a half-written file.
+# Output: written beside the target under a name no other process uses, then renamed, so a reader
+# never sees a half-written file and two runs writing into one folder never trip over each other.
+
+
+FILE_CREATION_MASK = os.umask(0o022)  # reading the umask means setting it: put it straight back
+os.umask(FILE_CREATION_MASK)
+
+
+class OutputError(Exception):
+    """An output file could not be written; the message names the file and the reason in one line."""
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(temporary_path)`, then rename the result to `path` in one step (os.replace).
+
+    Whatever happens (a kill, an exception, a full disk), `path` holds either its old content or the
+    whole new one. Raises OutputError for any OSError, with no chained traceback.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    partial = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        os.close(descriptor)
+        partial = Path(name)
+        os.chmod(partial, 0o666 & ~FILE_CREATION_MASK)  # mkstemp makes it private; outputs are not
         write(partial)
         os.replace(partial, path)
+        partial = None
+    except OSError as error:
+        raise OutputError(f"could not write {path}: {error.strerror or error}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            with contextlib.suppress(OSError):  # the error that got us here is the one to report
+                partial.unlink()
+
+
+def finite_or_none(value: object) -> object:
+    """`value` with every NaN or ±inf float inside it (dicts, lists, tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
 
 
 def save_json(data: dict, path: Path) -> None:
-    write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))
+    """Strict JSON (non-finite numbers written as null, never NaN or Infinity), written atomically."""
+    text = json.dumps(finite_or_none(data), indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda partial: partial.write_text(text))
 
 
 def save_figure(figure: Figure, path: Path) -> None:
     path = Path(path)
     write_atomically(path, lambda partial: figure.savefig(partial, format=path.suffix.lstrip("."), dpi=110))
+
+
+def save_torch(data: object, path: Path) -> None:
+    """torch.save(data) atomically: a kill during the write leaves the previous file as it was."""
+    write_atomically(path, lambda partial: torch.save(data, partial))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `save_torch`; only tensors and plain values are read (weights_only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM while the block runs, and deliver them when it ends.
+
+    The files of one epoch are written inside such a block, so a stopped run leaves them all from
+    the same epoch. Outside the main thread signals cannot be caught, and the block holds nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        number: signal.signal(number, lambda number, _: received.append(number)) for number in signals
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])  # now handled as it would have been without the block
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was, so that it stops exactly as Ctrl-C stops it."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated (a KeyboardInterrupt) instead of killing at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(number: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class Diverged(Exception):
+    """The training loss of an epoch is not a finite number; the message says which and what to try."""
+
+    def __init__(self, epoch: int, loss: float, lr: float) -> None:
+        super().__init__(
+            f"Diverged: the training loss of epoch {epoch} is {loss}; stopped after it."
+            f" Try a lower --lr than {lr:g}."
+        )
+        self.epoch, self.loss = epoch, loss
+
+
+def check_finite(epoch: int, loss: float, lr: float) -> None:
+    """Raise Diverged when `loss` (the epoch's mean training loss) is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise Diverged(epoch, loss, lr)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,17 +584,28 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def run_until_interrupted(train: Callable[[list[dict]], object], report: Callable[[list[dict]], str]) -> int:
-    """Run `train(history)`; on Ctrl-C stop with one line, the report of the finished epochs, status 130.
+    """Run `train(history)` and turn every way it can stop into one line on stderr and an exit status.
 
-    `train` appends one dict per finished epoch to `history` and writes its files after each, so an
-    interrupted run keeps every finished epoch.
+    `train` appends one dict per finished epoch to `history` and writes its files after each, so a
+    stopped run keeps every finished epoch. Ctrl-C: status 130; SIGTERM: 143 (both print the table
+    of the finished epochs); a diverged run: 3, after its table; a file that could not be written: 1.
     """
     history: list[dict] = []
     try:
-        train(history)
-    except KeyboardInterrupt:
-        print(f"\nInterrupted: stopped after {len(history)} finished epoch(s).", file=sys.stderr)
+        with sigterm_as_interrupt():
+            train(history)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        name = "Terminated (SIGTERM)" if terminated else "Interrupted"
+        print(f"\n{name}: stopped after {len(history)} finished epoch(s).", file=sys.stderr)
         if history:
             print(report(history))
-        return INTERRUPTED_EXIT_STATUS
+        return TERMINATED_EXIT_STATUS if terminated else INTERRUPTED_EXIT_STATUS
+    except Diverged as diverged:
+        print(report(history))
+        print(diverged, file=sys.stderr)
+        return DIVERGED_EXIT_STATUS
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return WRITE_FAILED_EXIT_STATUS
     return 0

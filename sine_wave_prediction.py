@@ -7,10 +7,14 @@ predicts the next one, appends that prediction to its input, slides the window a
 the second step on it reads its own output. The test loss is the MSE of that forecast against the
 held-out true values y[760:800].
 
-    python sine_wave_prediction.py                   # the published settings
-    python sine_wave_prediction.py --cell torch      # the same run with torch.nn.LSTM
+    python sine_wave_prediction.py                    # the published settings, outputs in runs/sine_wave/
+    python sine_wave_prediction.py --out-dir figures  # the same, regenerating the committed results
+    python sine_wave_prediction.py --resume           # continue the run in runs/sine_wave/
+    python sine_wave_prediction.py --cell torch       # the same run with torch.nn.LSTM
 
-Writes sine_epoch{N}.png for each --plot-epochs N, sine_loss.png and sine_wave.json to --out-dir.
+After every epoch --out-dir holds sine_epoch{N}.png for each --plot-epochs N reached, sine_loss.png,
+sine_wave.json, the weights sine_wave.pt (rebuild the model with `experiment_utils.load_model`) and
+the checkpoint sine_wave.checkpoint.pt that --resume continues from.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
@@ -30,16 +35,23 @@ from torch.utils.data import DataLoader, TensorDataset
 from experiment_utils import (
     add_common_arguments,
     build_model,
+    check_finite,
     compile_model,
     config_of,
+    finish_parsing,
+    interrupts_held,
+    load_checkpoint,
     markdown_table,
     non_negative_int,
     positive_float,
     positive_int,
     progress,
+    random_state,
     run_until_interrupted,
     save_figure,
     save_json,
+    save_torch,
+    set_random_state,
     start_run,
 )
 
@@ -48,6 +60,10 @@ PERIOD = 40  # points per sine period
 HELD_OUT = 40  # the last HELD_OUT points are never trained on; the forecast predicts them
 TRAIN_POINTS = NUM_POINTS - HELD_OUT
 PLOT_EPOCHS = (0, 2, 9)  # the published figures: after the first, the third and the last epoch
+JSON_NAME = "sine_wave.json"
+WEIGHTS_NAME = "sine_wave.pt"  # the model's state_dict after the last finished epoch
+CHECKPOINT_NAME = "sine_wave.checkpoint.pt"  # everything --resume needs
+DEFAULT_OUT_DIR = "runs/sine_wave"  # outside the tracked files: a trial run changes nothing in git
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="zero-based epochs to draw as sine_epoch{N}.png "
         f"(default: those of {' '.join(map(str, PLOT_EPOCHS))} inside the run)",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, default_out_dir=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
 
     if args.window >= TRAIN_POINTS:
@@ -82,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--plot-epochs {' '.join(map(str, outside))} outside this run's epochs 0 … {args.epochs - 1}"
         )
     args.plot_epochs = sorted(set(args.plot_epochs))
-    return args
+    return finish_parsing(parser, argv, args, CHECKPOINT_NAME)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -138,19 +154,18 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
     """Train with the settings `args`; after each epoch forecast the held-out points and write the outputs.
 
     Each finished epoch is appended to `history` (a new list when None) as soon as it ends, so a caller
-    that is interrupted keeps every finished epoch.
+    that is interrupted keeps every finished epoch. With `args.resume` the run continues from its
+    checkpoint in args.out_dir, and every epoch after it equals that of the run never interrupted.
+    Raises Diverged after an epoch whose training loss is not finite, and OutputError when a file
+    cannot be written.
     """
     history = [] if history is None else history
     device = start_run(args)
     series = make_series()
     train_series, held_out = series[:TRAIN_POINTS], series[TRAIN_POINTS:]
     windows = make_windows(train_series, args.window)
-    loader = DataLoader(
-        windows,
-        batch_size=args.batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    shuffle_generator = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(windows, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
 
     model = build_model(args.cell, args.hidden_size, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
@@ -159,8 +174,19 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
     train_model = compile_model(model) if args.compile else model
     seed_window = train_series[-args.window :].to(device)
     result = SineResult(model=model, history=history, series=series)
+    generators = {"shuffle": shuffle_generator}
+    if args.resume:
+        checkpoint = load_checkpoint(Path(args.out_dir) / CHECKPOINT_NAME)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        history[:] = checkpoint["history"]
+        result.forecasts = dict(checkpoint["forecasts"])
+        result.compile_seconds = checkpoint["compile_seconds"]
+        # Last, after everything above that might draw a random number.
+        set_random_state(checkpoint["random"], device, generators)
 
-    for epoch in range(args.epochs):
+    first_epoch = len(history) if args.resume else 0
+    for epoch in range(first_epoch, args.epochs):
         start = time.perf_counter()
         total_loss = torch.zeros((), device=device)
         for x, y in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
@@ -179,15 +205,35 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
         predicted = forecast(model, seed_window, HELD_OUT)
         test_loss = nn.functional.mse_loss(predicted, held_out).item()
         seconds = time.perf_counter() - start
-        result.forecasts[epoch] = predicted
-        history.append({"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds})
+        # A stop signal waits until the epoch is in the history and in every file, so a stopped run
+        # never leaves files of different epochs side by side.
+        with interrupts_held():
+            result.forecasts[epoch] = predicted
+            history.append(
+                {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds}
+            )
+            checkpoint = {
+                "config": config_of(args),
+                "history": list(history),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "random": random_state(device, generators),
+                "forecasts": dict(result.forecasts),
+                "compile_seconds": result.compile_seconds,
+            }
+            write_outputs(args, result, checkpoint)
         if not args.quiet:
             print(
                 f"Epoch {epoch}/{args.epochs} | {seconds:.1f}s | "
                 f"Train Loss {train_loss:.4f} | Test Loss {test_loss:.4f}",
                 flush=True,
             )
-        write_outputs(args, result)
+        check_finite(epoch, train_loss, args.lr)
+    if first_epoch == args.epochs:
+        # Resumed after its last epoch: the run may have been killed between that epoch's checkpoint
+        # and its JSON, so write the files again from the checkpoint (the same content otherwise).
+        with interrupts_held():
+            write_outputs(args, result, checkpoint)
     return result
 
 
@@ -195,17 +241,21 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
 # Report
 
 
-def write_outputs(args: argparse.Namespace, result: SineResult) -> None:
-    """The figures of the epochs finished so far, then sine_wave.json; each file replaced atomically."""
+def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict) -> None:
+    """The figures of the epochs finished so far, the weights, the checkpoint, then sine_wave.json last,
+    so that the JSON never lists an epoch whose checkpoint is not yet written; each file atomically."""
+    out_dir = Path(args.out_dir)
     last = result.history[-1]
     if last["epoch"] in args.plot_epochs:
         figure = forecast_figure(result.series, result.forecasts[last["epoch"]], last, args.window)
-        save_figure(figure, args.out_dir / f"sine_epoch{last['epoch']}.png")
-    save_figure(loss_figure(result.history), args.out_dir / "sine_loss.png")
+        save_figure(figure, out_dir / f"sine_epoch{last['epoch']}.png")
+    save_figure(loss_figure(result.history), out_dir / "sine_loss.png")
+    save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
+    save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
     results = {"config": config_of(args), "epochs": result.history, "forecast": last_forecast(result)}
     if result.compile_seconds is not None:
         results["compile_seconds"] = result.compile_seconds
-    save_json(results, args.out_dir / "sine_wave.json")
+    save_json(results, out_dir / JSON_NAME)
 
 
 def last_forecast(result: SineResult) -> list[float]:

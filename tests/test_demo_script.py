@@ -1,6 +1,7 @@
 """Tests of demo_script.py: the quick tour learns, passes its options on, and refuses bad input."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import binary_counting
 import demo_script
 import sine_wave_prediction
+from experiment_utils import Terminated
 
 
 @pytest.fixture(autouse=True)
@@ -38,18 +40,31 @@ def test_full_runs_the_published_settings():
 
 
 def test_shared_options_reach_both_experiments(tmp_path):
-    argv = ["--seed", "3", "--cell", "torch", "--threads", "2", "--quiet", "--out-dir", str(tmp_path)]
+    threads = min(2, os.cpu_count() or 1)  # more than the machine has would be a usage error
+    argv = ["--seed", "3", "--cell", "torch", "--threads", str(threads), "--quiet"]
+    argv += ["--out-dir", str(tmp_path)]
     args = demo_script.parse_args(argv)
     experiments = [
         binary_counting.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_BINARY_COUNTING)),
         sine_wave_prediction.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_SINE_WAVE)),
     ]
     for settings in experiments:
-        assert (settings.seed, settings.cell, settings.threads, settings.quiet) == (3, "torch", 2, True)
+        assert (settings.seed, settings.cell, settings.threads, settings.quiet) == (3, "torch", threads, True)
         assert settings.out_dir == tmp_path
 
 
-@pytest.mark.parametrize("bad", [["--threads", "0"], ["--seed", "x"], ["--cell", "gru"], ["--fast"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--threads", "0"],
+        ["--threads", str((os.cpu_count() or 1) + 1)],
+        ["--seed", "x"],
+        ["--seed", str(2**32)],
+        ["--cell", "gru"],
+        ["--fast"],
+        ["--resume"],
+    ],
+)
 def test_bad_options_are_usage_errors_before_any_file(bad, tmp_path, capsys):
     out_dir = tmp_path / "demo"
     with pytest.raises(SystemExit) as exit_:
@@ -66,3 +81,26 @@ def test_ctrl_c_stops_with_one_line_and_status_130(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(demo_script, "run_binary_counting", interrupted)
     assert demo_script.main(["--quiet", "--out-dir", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip() == "Interrupted: 0 of 2 experiments finished."
+
+
+def test_an_out_dir_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        demo_script.main(["--out-dir", str(a_file)])
+    assert exit_.value.code == 2
+    assert "--out-dir: expected a folder" in capsys.readouterr().err
+
+
+def test_the_default_folder_is_outside_the_tracked_files():
+    assert str(demo_script.parse_args([]).out_dir) == "runs/demo"
+
+
+def test_sigterm_stops_with_one_line_and_status_143(tmp_path, monkeypatch, capsys):
+    def terminated(args):
+        raise Terminated
+
+    monkeypatch.setattr(demo_script, "run_sine_wave", terminated)
+    monkeypatch.setattr(demo_script, "run_binary_counting", lambda args: "binary counting ran")
+    assert demo_script.main(["--quiet", "--out-dir", str(tmp_path)]) == 143
+    assert capsys.readouterr().err.strip() == "Terminated (SIGTERM): 1 of 2 experiments finished."
