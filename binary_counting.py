@@ -43,6 +43,7 @@ from experiment_utils import (
     finish_parsing,
     interrupts_held,
     load_checkpoint,
+    lstm_path,
     markdown_table,
     positive_float,
     positive_int,
@@ -216,7 +217,9 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     shuffle_generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
 
-    model = build_model(args.cell, args.hidden_size, device)
+    model = build_model(
+        args.cell, args.hidden_size, device, variant=args.variant, forget_bias=args.forget_bias
+    )
     loss_function = nn.MSELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     predictions_before = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
@@ -378,6 +381,7 @@ def save_outputs(
     out_dir = Path(args.out_dir)
     results = {
         "config": config_of(args),
+        "lstm_path": lstm_path(result.model, args.compile),
         "epochs": result.history,
         "length_generalization": result.length_generalization,
     }
@@ -504,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             print(comparison_table(history))
         print(f"\nLength generalization (trained on {args.seq_len} bits):")
         print(generalization_table(result.length_generalization))
+        print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
         written = (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)

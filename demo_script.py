@@ -50,7 +50,8 @@ def experiment_argv(args: argparse.Namespace, quick_settings: list[str]) -> list
     """The command line of one experiment: its quick settings (unless --full) and the shared options."""
     argv = [] if args.full else list(quick_settings)
     argv += ["--seed", str(args.seed), "--device", str(args.device), "--cell", args.cell]
-    argv += ["--threads", str(args.threads), "--out-dir", str(args.out_dir)]
+    argv += ["--threads", str(args.threads), "--out-dir", str(args.out_dir), "--variant", args.variant]
+    argv += [] if args.forget_bias is None else ["--forget-bias", str(args.forget_bias)]
     return argv + [flag for flag in ("--compile", "--quiet") if getattr(args, flag.lstrip("-"))]
 
 

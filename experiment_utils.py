@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lstm_cell import LSTM
+from lstm_cell import LSTM, VARIANTS
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CELLS = ("custom", "torch")
@@ -62,6 +62,16 @@ def whole_number_at_least(minimum: int, text: str, expected: str) -> int:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
     if value < minimum:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -152,6 +162,21 @@ def add_common_arguments(
             f" epochs); {DIVERGED_EXIT_STATUS} the training loss diverged;"
             f" {WRITE_FAILED_EXIT_STATUS} an output file could not be written"
         )
+    parser.add_argument(
+        "--variant",
+        choices=tuple(VARIANTS),
+        default="standard",
+        help="the LSTM cell: standard (torch.nn.LSTM's), or one of Greff et al.'s (2017) variants"
+        " (default: standard; see lstm_cell.VARIANTS)",
+    )
+    parser.add_argument(
+        "--forget-bias",
+        type=finite_float,
+        default=None,
+        metavar="B",
+        help="initial forget-gate bias of every cell (default: PyTorch's uniform initialization;"
+        " Jozefowicz et al. 2015 recommend 1)",
+    )
     if resumable:
         parser.add_argument(
             "--resume",
@@ -169,6 +194,19 @@ def config_of(args: argparse.Namespace) -> dict:
         for key, value in vars(args).items()
         if key != "resume"
     }
+
+
+def check_cell(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error for a --variant, --forget-bias and --cell that cannot go together."""
+    if args.cell == "torch" and args.variant != "standard":
+        parser.error(
+            f"--cell torch is torch.nn.LSTM, the standard cell; --variant {args.variant} needs --cell custom"
+        )
+    try:
+        with torch.random.fork_rng(devices=[]):  # a trial cell, whose random weights leave no trace
+            VARIANTS[args.variant](1, 1, forget_bias=args.forget_bias)
+    except ValueError as error:
+        parser.error(f"--forget-bias with --variant {args.variant}: {error}")
 
 
 def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path) -> None:
@@ -264,7 +302,9 @@ def finish_parsing(
     args: argparse.Namespace,
     checkpoint_name: str | None = None,
 ) -> argparse.Namespace:
-    """The checks every script makes last: a usable --out-dir, then --resume's stored settings."""
+    """The checks every script makes last: a cell that can be built, a usable --out-dir, then --resume's
+    stored settings."""
+    check_cell(parser, args)
     check_out_dir(parser, args.out_dir)
     if checkpoint_name is not None:
         apply_resume(parser, argv, args, checkpoint_name)
@@ -376,23 +416,42 @@ class LastStepRegressor(nn.Module):
 
 
 def build_model(
-    cell: str, hidden_size: int, device: torch.device, *, input_size: int = 1
+    cell: str,
+    hidden_size: int,
+    device: torch.device,
+    *,
+    input_size: int = 1,
+    variant: str = "standard",
+    forget_bias: float | None = None,
 ) -> LastStepRegressor:
     """The model with the hand-written LSTM, or with torch.nn.LSTM holding the very same initial weights.
 
-    Both choices draw the same random numbers, so `--cell custom` and `--cell torch` with one seed
-    start from one point and any difference between their runs comes from the LSTMs themselves.
-    torch.nn.LSTM adds two biases per gate where ours has one; its second bias (zero after
-    `to_torch`) is frozen, or the optimizer would move the gate's total bias twice as fast.
+    `variant` names the cell (a key of lstm_cell.VARIANTS) and `forget_bias` its initial forget-gate
+    bias (None: PyTorch's initialization). Both choices of `cell` draw the same random numbers, so
+    `--cell custom` and `--cell torch` with one seed start from one point and any difference between
+    their runs comes from the LSTMs themselves. torch.nn.LSTM adds two biases per gate where ours has
+    one; its second bias (zero after `to_torch`) is frozen, or the optimizer would move the gate's
+    total bias twice as fast. Raises ValueError for an unknown cell or variant, and for `cell="torch"`
+    with a variant nn.LSTM cannot express.
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-    model = LastStepRegressor(LSTM(input_size, hidden_size, batch_first=True))
+    lstm = LSTM(input_size, hidden_size, batch_first=True, variant=variant, forget_bias=forget_bias)
+    model = LastStepRegressor(lstm)
     if cell == "torch":
         model.lstm = model.lstm.to_torch()
         for layer in range(model.lstm.num_layers):
             getattr(model.lstm, f"bias_hh_l{layer}").requires_grad_(False)
     return model.to(device)
+
+
+def lstm_path(model: LastStepRegressor, compiled: bool = False) -> str:
+    """How the model's LSTM runs a training step: "torch.nn.LSTM" for --cell torch, else the hand-written
+    layer's `training_path()` ("bptt", "autograd" or "autograd, step by step"); under --compile the
+    layer steps the cell itself and autograd differentiates the compiled graph."""
+    if isinstance(model.lstm, nn.LSTM):
+        return "torch.nn.LSTM"
+    return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path()
 
 
 def load_model(path: str | Path, config: dict | None = None, device: str = "cpu") -> LastStepRegressor:

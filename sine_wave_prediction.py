@@ -41,6 +41,7 @@ from experiment_utils import (
     finish_parsing,
     interrupts_held,
     load_checkpoint,
+    lstm_path,
     markdown_table,
     non_negative_int,
     positive_float,
@@ -167,7 +168,9 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
     shuffle_generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(windows, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
 
-    model = build_model(args.cell, args.hidden_size, device)
+    model = build_model(
+        args.cell, args.hidden_size, device, variant=args.variant, forget_bias=args.forget_bias
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
     # Only training steps run compiled; the forecast uses the same parameters uncompiled, so that its
     # single windows without gradients cause no recompilation.
@@ -252,7 +255,8 @@ def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict
     save_figure(loss_figure(result.history), out_dir / "sine_loss.png")
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
-    results = {"config": config_of(args), "epochs": result.history, "forecast": last_forecast(result)}
+    results = {"config": config_of(args), "lstm_path": lstm_path(result.model, args.compile)}
+    results |= {"epochs": result.history, "forecast": last_forecast(result)}
     if result.compile_seconds is not None:
         results["compile_seconds"] = result.compile_seconds
     save_json(results, out_dir / JSON_NAME)
@@ -317,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(history: list[dict]) -> None:
         result = train(args, history)
         print(report(history))
+        print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
         if result.compile_seconds is not None:
             print(f"torch.compile: the first training step took {result.compile_seconds:.1f}s")
 

@@ -30,6 +30,7 @@ from binary_counting import (
     train,
 )
 from experiment_utils import build_model, config_of
+from lstm_cell import VARIANTS
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EPOCH_KEYS = {"epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "seconds"}
@@ -166,9 +167,11 @@ def test_run_writes_figure_and_json(small_run) -> None:
     results = json.loads((out_dir / JSON_NAME).read_text())
     assert list(results) == [
         "config",
+        "lstm_path",
         "epochs",
         "length_generalization",
     ]  # compile_seconds only with --compile
+    assert results["lstm_path"] == "bptt"
     assert results["config"] == config_of(parse_args(argv))
     assert [epoch["epoch"] for epoch in results["epochs"]] == [0, 1]
     for epoch in results["epochs"]:
@@ -186,6 +189,7 @@ def test_run_prints_the_published_table(small_run) -> None:
     assert len(rows) == 2 and all(line.count("%") == 2 for line in rows)
     assert "| Sequence Length | Loss | Accuracy |" in stdout
     assert "Epoch 0/2" not in stdout  # --quiet: no per-epoch lines
+    assert "LSTM: the standard cell, trained by bptt" in stdout
 
 
 def test_train_appends_each_epoch_to_the_given_history(tmp_path: Path) -> None:
@@ -300,6 +304,11 @@ BAD_ARGUMENTS = [
     ["--lengths"],
     ["--seed", "-1"],
     ["--cell", "foo"],
+    ["--variant", "gru"],
+    ["--forget-bias", "one"],
+    ["--forget-bias", "inf"],
+    ["--cell", "torch", "--variant", "cifg"],
+    ["--variant", "nfg", "--forget-bias", "1"],
     ["--device", "tpu"],
     ["--no-such-option"],
 ]
@@ -380,3 +389,13 @@ def test_comparison_puts_the_published_rows_beside_the_run() -> None:
 def test_only_a_run_with_the_published_settings_is_compared() -> None:
     assert binary_counting.uses_published_settings(parse_args(["--seed", "3", "--cell", "torch"]))
     assert not binary_counting.uses_published_settings(parse_args(["--epochs", "5"]))
+
+
+def test_a_variant_trains_and_is_recorded_with_its_path(tmp_path: Path) -> None:
+    args = parse_args(small_args(tmp_path, "--variant", "noaf", "--forget-bias", "1"))
+    result = train(args)
+    assert type(result.model.lstm.cells[0]) is VARIANTS["noaf"]
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    assert results["config"]["variant"] == "noaf" and results["config"]["forget_bias"] == 1.0
+    assert results["lstm_path"] == "autograd"
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

@@ -53,6 +53,16 @@ def test_shared_options_reach_both_experiments(tmp_path):
         assert settings.out_dir == tmp_path
 
 
+def test_the_cell_options_reach_both_experiments(tmp_path):
+    args = demo_script.parse_args(["--variant", "cifg", "--forget-bias", "1.5", "--out-dir", str(tmp_path)])
+    for script, quick in (
+        (binary_counting, "QUICK_BINARY_COUNTING"),
+        (sine_wave_prediction, "QUICK_SINE_WAVE"),
+    ):
+        settings = script.parse_args(demo_script.experiment_argv(args, getattr(demo_script, quick)))
+        assert (settings.variant, settings.forget_bias) == ("cifg", 1.5)
+
+
 @pytest.mark.parametrize(
     "bad",
     [

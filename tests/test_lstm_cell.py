@@ -532,7 +532,7 @@ print(json.dumps({"path": lstm.training_path(), "equal": torch.allclose(output, 
 """
 
 
-def test_an_edit_of_the_cells_source_is_what_the_layer_computes(tmp_path):
+def test_an_edit_of_the_cells_source_is_what_the_layer_and_a_script_compute(tmp_path):
     import json
     import shutil
     import subprocess
@@ -540,20 +540,37 @@ def test_an_edit_of_the_cells_source_is_what_the_layer_computes(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    for name in ("lstm_cell.py", "lstm_bptt.py"):
-        shutil.copy(root / name, tmp_path / name)
-    source = (tmp_path / "lstm_cell.py").read_text()
+    for copy in ("original", "edited"):
+        (tmp_path / copy).mkdir()
+        for name in ("lstm_cell.py", "lstm_bptt.py", "experiment_utils.py", "binary_counting.py"):
+            shutil.copy(root / name, tmp_path / copy / name)
+    source = (tmp_path / "edited" / "lstm_cell.py").read_text()
     original = '        return steps["h"], steps["c"]\n'
     assert source.count(original) == 1, "the line this test edits has moved"
-    (tmp_path / "lstm_cell.py").write_text(
-        source.replace(original, '        return steps["h"] * 0.5, steps["c"]\n')
-    )
-    run = subprocess.run([sys.executable, "-c", EDITED_FORWARD], cwd=tmp_path, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
+    edited = source.replace(original, '        return steps["h"] * 0.5, steps["c"]\n')
+    (tmp_path / "edited" / "lstm_cell.py").write_text(edited)
+
+    def run(copy: str, *command: str) -> subprocess.CompletedProcess:
+        done = subprocess.run(command, cwd=tmp_path / copy, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    result = json.loads(run("edited", sys.executable, "-c", EDITED_FORWARD).stdout)
     assert result["equal"], "the layer computes the edited forward"
     assert result["path"] == "autograd, step by step"
     assert "LSTMCell.forward computes something else" in result["refused"]
+
+    script = [sys.executable, "binary_counting.py", "--epochs", "1", "--train-samples", "64"]
+    script += ["--valid-samples", "16", "--seq-len", "6", "--hidden-size", "3", "--lengths", "6"]
+    script += ["--quiet", "--out-dir", "out"]
+    printed, results = {}, {}
+    for copy in ("original", "edited"):
+        printed[copy] = run(copy, *script).stdout
+        results[copy] = json.loads((tmp_path / copy / "out" / "binary_counting.json").read_text())
+    assert "trained by autograd, step by step" in printed["edited"]
+    assert results["edited"]["lstm_path"] == "autograd, step by step"
+    assert results["original"]["lstm_path"] == "bptt"
+    assert results["edited"]["epochs"][0]["train_loss"] != results["original"]["epochs"][0]["train_loss"]
 
 
 def test_checking_a_cell_draws_no_random_numbers():

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import sine_wave_prediction as sine
-from experiment_utils import INTERRUPTED_EXIT_STATUS
+from experiment_utils import INTERRUPTED_EXIT_STATUS, load_model
+from lstm_cell import VARIANTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Settings small enough for an epoch to take a fraction of a second.
@@ -154,7 +155,8 @@ def test_a_run_writes_its_figures_and_json(tmp_path, capsys) -> None:
         assert (out / name).read_bytes().startswith(b"\x89PNG")
 
     results = json.loads((out / "sine_wave.json").read_text())
-    assert set(results) == {"config", "epochs", "forecast"}
+    assert set(results) == {"config", "lstm_path", "epochs", "forecast"}
+    assert results["lstm_path"] == "bptt" and results["config"]["variant"] == "standard"
     assert results["config"]["window"] == 8 and results["config"]["plot_epochs"] == [0, 1]
     assert [epoch["epoch"] for epoch in results["epochs"]] == [0, 1]
     for epoch in results["epochs"]:
@@ -162,6 +164,7 @@ def test_a_run_writes_its_figures_and_json(tmp_path, capsys) -> None:
     assert len(results["forecast"]) == 40 and all(isinstance(value, float) for value in results["forecast"])
 
     printed = capsys.readouterr().out
+    assert "LSTM: the standard cell, trained by bptt" in printed
     assert "| Epoch | Train Loss | Test Loss |" in printed
     assert "Epoch 0/2" not in printed, "--quiet prints no per-epoch lines"
 
@@ -350,3 +353,19 @@ def test_the_published_settings_forecast_the_held_out_points(tmp_path) -> None:
         "sine_wave.json",
         "sine_wave.pt",
     ]
+
+
+@pytest.mark.parametrize(("variant", "path"), [("peephole", "autograd"), ("standard", "bptt")])
+def test_the_variant_and_forget_bias_build_the_model_and_are_recorded(tmp_path, variant, path) -> None:
+    args = sine.parse_args(tiny_args(tmp_path, "--variant", variant, "--forget-bias", "1"))
+    result = sine.train(args)
+    assert type(result.model.lstm.cells[0]) is VARIANTS[variant]
+    results = json.loads((args.out_dir / "sine_wave.json").read_text())
+    assert (results["config"]["variant"], results["config"]["forget_bias"], results["lstm_path"]) == (
+        variant,
+        1.0,
+        path,
+    )
+    assert torch.equal(
+        load_model(args.out_dir / "sine_wave.pt").lstm.cells[0].b_f, result.model.lstm.cells[0].b_f
+    )
