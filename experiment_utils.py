@@ -190,7 +190,7 @@ def add_common_arguments(
 def config_of(args: argparse.Namespace) -> dict:
     """The settings of a run as plain JSON values (--resume is how a run started, not a setting)."""
     return {
-        key: value if isinstance(value, (bool, int, float, list)) else str(value)
+        key: value if value is None or isinstance(value, (bool, int, float, list)) else str(value)
         for key, value in vars(args).items()
         if key != "resume"
     }

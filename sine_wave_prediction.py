@@ -7,6 +7,15 @@ predicts the next one, appends that prediction to its input, slides the window a
 the second step on it reads its own output. The test loss is the MSE of that forecast against the
 held-out true values y[760:800].
 
+What that test measures: training is teacher-forced (every window holds true points), the forecast
+runs free (from its second step it reads its own predictions). Since 760 = 19 periods of 40, the
+held-out points repeat, value for value, a period the model trained on (y[760 + k] = y[720 + k]):
+the test asks whether the model stays on a trajectory it has memorized, not whether it forecasts
+something new. So after training the script also forecasts signals it never saw (another phase,
+another period, another amplitude, a noisy start), each from its first window, and compares the
+LSTM with the two-tap linear recurrence y_t = 2 cos(2π/P) y_{t-1} - y_{t-2}, which continues any
+pure sine of period P exactly ("generalization" and "two_tap_recurrence" in sine_wave.json).
+
     python sine_wave_prediction.py                    # the published settings, outputs in runs/sine_wave/
     python sine_wave_prediction.py --out-dir figures  # the same, regenerating the committed results
     python sine_wave_prediction.py --resume           # continue the run in runs/sine_wave/
@@ -139,6 +148,59 @@ def forecast(model: nn.Module, seed_window: Tensor, steps: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Generalization: signals never trained on
+
+# name → (amplitude, period in points, phase in radians, standard deviation of noise on the seed window).
+# The phase of 1 rad is 6.4 points, not a whole number, so no training window holds these values.
+UNSEEN_SIGNALS = {
+    "phase +1 rad": (1.0, PERIOD, 1.0, 0.0),
+    "period 30": (1.0, 30, 0.0, 0.0),
+    "period 50": (1.0, 50, 0.0, 0.0),
+    "amplitude 0.5": (0.5, PERIOD, 0.0, 0.0),
+    "noisy seed window (σ 0.05)": (1.0, PERIOD, 1.0, 0.05),
+}
+
+
+def make_signal(amplitude: float, period: float, phase: float, num_points: int) -> Tensor:
+    """y = amplitude · sin(2πt/period + phase) for t = 0 … num_points - 1, float32, (num_points,)."""
+    t = torch.arange(num_points, dtype=torch.float64)
+    return (amplitude * torch.sin(2 * math.pi * t / period + phase)).float()
+
+
+def two_tap_forecast(seed_window: Tensor, steps: int, period: float = PERIOD) -> Tensor:
+    """The recurrence y_t = 2 cos(2π/period) y_{t-1} - y_{t-2} run `steps` points past seed_window.
+
+    Exact for any pure sine of that period, whatever its amplitude and phase (the identity
+    sin(a + b) + sin(a - b) = 2 cos(b) sin(a)). With period = PERIOD it is the best linear forecaster
+    of the training signal, which knows nothing of other periods. Returns (steps,), float32.
+    """
+    coefficient = 2 * math.cos(2 * math.pi / period)
+    values = [float(v) for v in seed_window.reshape(-1)[-2:]]
+    for _ in range(steps):
+        values.append(coefficient * values[-1] - values[-2])
+    return torch.tensor(values[2:], dtype=torch.float32)
+
+
+def measure_generalization(model: nn.Module, window: int, seed: int) -> tuple[dict, dict]:
+    """Forecast MSE over HELD_OUT points of every UNSEEN_SIGNALS signal, from its first `window` points.
+
+    Returns ({signal: LSTM forecast MSE}, {signal: two-tap recurrence MSE}), the recurrence tuned to
+    the training period. The noise on the seed window comes from a generator seeded with `seed`; the
+    forecast is scored against the clean signal.
+    """
+    device = next(model.parameters()).device
+    noise_generator = torch.Generator().manual_seed(seed)
+    lstm, recurrence = {}, {}
+    for name, (amplitude, period, phase, noise) in UNSEEN_SIGNALS.items():
+        signal = make_signal(amplitude, period, phase, window + HELD_OUT)
+        seed_window, truth = signal[:window].clone(), signal[window:]
+        seed_window += noise * torch.randn(window, generator=noise_generator)
+        lstm[name] = nn.functional.mse_loss(forecast(model, seed_window.to(device), HELD_OUT), truth).item()
+        recurrence[name] = nn.functional.mse_loss(two_tap_forecast(seed_window, HELD_OUT), truth).item()
+    return lstm, recurrence
+
+
+# ---------------------------------------------------------------------------------------------------
 # Training
 
 
@@ -149,6 +211,8 @@ class SineResult:
     series: Tensor  # the whole true signal, (NUM_POINTS,)
     forecasts: dict[int, Tensor] = field(default_factory=dict)  # epoch → its HELD_OUT forecast values
     compile_seconds: float | None = None  # the first training step under --compile
+    generalization: dict[str, float] = field(default_factory=dict)  # unseen signal → forecast MSE
+    two_tap_recurrence: dict[str, float] = field(default_factory=dict)  # the same for the recurrence
 
 
 def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineResult:
@@ -232,11 +296,11 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
                 flush=True,
             )
         check_finite(epoch, train_loss, args.lr)
-    if first_epoch == args.epochs:
-        # Resumed after its last epoch: the run may have been killed between that epoch's checkpoint
-        # and its JSON, so write the files again from the checkpoint (the same content otherwise).
-        with interrupts_held():
-            write_outputs(args, result, checkpoint)
+    result.generalization, result.two_tap_recurrence = measure_generalization(model, args.window, args.seed)
+    # Also when resumed after its last epoch: a kill between that epoch's checkpoint and its JSON
+    # leaves files to write again (the same content otherwise).
+    with interrupts_held():
+        write_outputs(args, result)
     return result
 
 
@@ -244,9 +308,10 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
 # Report
 
 
-def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict) -> None:
-    """The figures of the epochs finished so far, the weights, the checkpoint, then sine_wave.json last,
-    so that the JSON never lists an epoch whose checkpoint is not yet written; each file atomically."""
+def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict | None = None) -> None:
+    """The figures of the epochs finished so far, the weights, the checkpoint (when given: at the end of
+    an epoch), then sine_wave.json last, so that the JSON never lists an epoch whose checkpoint is not
+    yet written; each file atomically."""
     out_dir = Path(args.out_dir)
     last = result.history[-1]
     if last["epoch"] in args.plot_epochs:
@@ -254,9 +319,11 @@ def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict
         save_figure(figure, out_dir / f"sine_epoch{last['epoch']}.png")
     save_figure(loss_figure(result.history), out_dir / "sine_loss.png")
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
-    save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
+    if checkpoint is not None:
+        save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
     results = {"config": config_of(args), "lstm_path": lstm_path(result.model, args.compile)}
     results |= {"epochs": result.history, "forecast": last_forecast(result)}
+    results |= {"generalization": result.generalization, "two_tap_recurrence": result.two_tap_recurrence}
     if result.compile_seconds is not None:
         results["compile_seconds"] = result.compile_seconds
     save_json(results, out_dir / JSON_NAME)
@@ -315,12 +382,34 @@ def report(history: list[dict]) -> str:
     return markdown_table(("Epoch", "Train Loss", "Test Loss"), rows)
 
 
+def generalization_table(run: dict) -> str:
+    """The forecast MSE of the LSTM and of the two-tap recurrence on the held-out end of the training
+    signal and on every unseen signal, from a run's JSON (its "config", "epochs", "generalization" and
+    "two_tap_recurrence")."""
+    series = make_series()
+    seed_window = series[TRAIN_POINTS - run["config"]["window"] : TRAIN_POINTS]
+    held_out_two_tap = nn.functional.mse_loss(two_tap_forecast(seed_window, HELD_OUT), series[TRAIN_POINTS:])
+    rows = [("held-out end of the training signal", run["epochs"][-1]["test_loss"], held_out_two_tap.item())]
+    rows += [(name, mse, run["two_tap_recurrence"][name]) for name, mse in run["generalization"].items()]
+    header = (
+        "Signal (40-point forecast from a 40-point window)",
+        "LSTM MSE",
+        f"Two-tap recurrence (P = {PERIOD}) MSE",
+    )
+    return markdown_table(
+        header, [(name, f"{lstm:.2g}", f"{recurrence:.2g}") for name, lstm, recurrence in rows]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
     def run(history: list[dict]) -> None:
         result = train(args, history)
         print(report(history))
+        run = {"config": config_of(args), "epochs": history, "generalization": result.generalization}
+        print("\nForecasts of signals the model never saw, each from its first window:")
+        print(generalization_table(run | {"two_tap_recurrence": result.two_tap_recurrence}))
         print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
         if result.compile_seconds is not None:
             print(f"torch.compile: the first training step took {result.compile_seconds:.1f}s")

@@ -118,7 +118,9 @@ def test_test_loss_is_the_forecast_error_on_the_held_out_points(monkeypatch, tmp
     monkeypatch.setattr(sine, "forecast", forecast_the_held_out_points_plus_offset)
     result = sine.train(sine.parse_args(tiny_args(tmp_path)))
 
-    for seed_window, steps in seeds:
+    per_epoch = seeds[: len(result.history)]  # the forecasts of unseen signals come after training
+    assert len(seeds) == len(result.history) + len(sine.UNSEEN_SIGNALS)
+    for seed_window, steps in per_epoch:
         assert torch.equal(seed_window, ramp[760 - 8 : 760]), "the forecast starts from the last window"
         assert steps == 40
     for epoch in result.history:
@@ -155,7 +157,15 @@ def test_a_run_writes_its_figures_and_json(tmp_path, capsys) -> None:
         assert (out / name).read_bytes().startswith(b"\x89PNG")
 
     results = json.loads((out / "sine_wave.json").read_text())
-    assert set(results) == {"config", "lstm_path", "epochs", "forecast"}
+    assert set(results) == {
+        "config",
+        "lstm_path",
+        "epochs",
+        "forecast",
+        "generalization",
+        "two_tap_recurrence",
+    }
+    assert list(results["generalization"]) == list(sine.UNSEEN_SIGNALS) == list(results["two_tap_recurrence"])
     assert results["lstm_path"] == "bptt" and results["config"]["variant"] == "standard"
     assert results["config"]["window"] == 8 and results["config"]["plot_epochs"] == [0, 1]
     assert [epoch["epoch"] for epoch in results["epochs"]] == [0, 1]
@@ -369,3 +379,31 @@ def test_the_variant_and_forget_bias_build_the_model_and_are_recorded(tmp_path, 
     assert torch.equal(
         load_model(args.out_dir / "sine_wave.pt").lstm.cells[0].b_f, result.model.lstm.cells[0].b_f
     )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    amplitude=st.floats(0.1, 3),
+    period=st.floats(8, 100),
+    phase=st.floats(-math.pi, math.pi),
+)
+def test_the_two_tap_recurrence_continues_any_pure_sine_of_its_period(amplitude, period, phase) -> None:
+    signal = sine.make_signal(amplitude, period, phase, 80)
+    forecast = sine.two_tap_forecast(signal[:40], 40, period=period)
+    torch.testing.assert_close(forecast, signal[40:], atol=1e-4 * amplitude, rtol=0)
+
+
+def test_generalization_scores_each_unseen_signal_against_its_truth(monkeypatch) -> None:
+    def perfect_forecast(model, seed_window, steps):  # knows every signal: the forecast is the truth
+        for amplitude, period, phase, _ in sine.UNSEEN_SIGNALS.values():
+            signal = sine.make_signal(amplitude, period, phase, len(seed_window) + steps)
+            if torch.allclose(signal[: len(seed_window)], seed_window.cpu(), atol=0.3):
+                return signal[len(seed_window) :]
+        raise AssertionError("an unknown signal")
+
+    monkeypatch.setattr(sine, "forecast", perfect_forecast)
+    lstm, recurrence = sine.measure_generalization(nn.Linear(1, 1), window=40, seed=0)
+    assert list(lstm) == list(sine.UNSEEN_SIGNALS)
+    assert all(mse == 0 for mse in lstm.values())
+    assert recurrence["phase +1 rad"] < 1e-10 and recurrence["amplitude 0.5"] < 1e-10
+    assert recurrence["period 30"] > 0.1  # tuned to the training period, it cannot follow another
