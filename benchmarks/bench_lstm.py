@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -263,10 +262,10 @@ def measure_memory(args: argparse.Namespace) -> list[dict]:
     names = [REFERENCE, *(f"LSTM {variant}" for variant in VARIANTS)]
     spawn = multiprocessing.get_context("spawn")
     results = []
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn, max_tasks_per_child=1) as pool:
+    with spawn.Pool(1, maxtasksperchild=1) as pool:  # a fresh process for every measurement
         for name in names:
             megabytes = {
-                mode: pool.submit(peak_megabytes, name, mode, args.memory_size, args.threads or 1).result()
+                mode: pool.apply(peak_megabytes, (name, mode, args.memory_size, args.threads or 1))
                 for mode in MEMORY_MODES
             }
             results.append({"model": name, **{f"{mode}_mib": value for mode, value in megabytes.items()}})
