@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import struct
 from pathlib import Path
 
 import nbformat
@@ -12,6 +14,7 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "demo.ipynb"
 SECONDS_PER_CELL = 300  # the slowest cell trains for well under a minute on a 2-core CPU
+MAX_FIGURE_WIDTH_PX = 1100  # 10 inches at 110 dpi: a figure that fits a notebook column
 
 
 def code_cells(notebook) -> list:
@@ -47,3 +50,22 @@ def test_notebook_runs_top_to_bottom_without_error():
     except CellExecutionError as error:
         pytest.fail(f"demo.ipynb failed to run:\n{error}")
     assert all(cell.outputs for cell in code_cells(notebook))
+
+
+def png_width(encoded: str) -> int:
+    """The width in pixels of a base64 PNG, read from its IHDR header."""
+    header = base64.b64decode(encoded[:64])
+    return struct.unpack(">I", header[16:20])[0]
+
+
+def test_every_figure_fits_a_notebook_column():
+    cells = code_cells(nbformat.read(NOTEBOOK, as_version=4))
+    widths = {
+        (index, png_width(output.data["image/png"]))
+        for index, cell in enumerate(cells)
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    }
+    assert widths, "the notebook shows no figure"
+    too_wide = sorted((index, width) for index, width in widths if width > MAX_FIGURE_WIDTH_PX)
+    assert not too_wide, f"(code cell, width in px) wider than {MAX_FIGURE_WIDTH_PX} px: {too_wide}"

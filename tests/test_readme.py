@@ -37,6 +37,8 @@ def test_sine_wave_table_matches_the_committed_run():
     for setting in ("window", "hidden_size", "epochs", "lr", "batch_size"):
         assert run["config"][setting] == defaults[setting], setting
     assert sine_wave_prediction.report(run["epochs"]) in README
+    assert list(run["generalization"]) == list(sine_wave_prediction.UNSEEN_SIGNALS)
+    assert sine_wave_prediction.generalization_table(run) in README
     assert len(run["forecast"]) == 40
 
 
