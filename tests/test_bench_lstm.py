@@ -90,8 +90,12 @@ def test_epoch_timing_runs_each_script_with_both_cells_and_skips_a_missing_one(m
 def test_demo_timing_runs_the_demo_as_a_newcomer_would(monkeypatch):
     benchmark = load_benchmark()
     calls = []
-    monkeypatch.setitem(sys.modules, "demo_script", SimpleNamespace(main=calls.append))
+    monkeypatch.setattr(
+        benchmark.subprocess, "run", lambda command, **options: calls.append((command, options))
+    )
     result = benchmark.time_demo()
-    (argv,) = calls
-    assert argv[0] == "--quiet" and argv[1] == "--out-dir" and len(argv) == 3
+    ((command, options),) = calls
+    assert command[0] == sys.executable and Path(command[1]).name == "demo_script.py"
+    assert command[2:4] == ["--quiet", "--out-dir"] and len(command) == 5
+    assert options["check"] and options["cwd"] == ROOT
     assert result["command"] == "python demo_script.py" and result["seconds"] >= 0
