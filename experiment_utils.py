@@ -491,7 +491,18 @@ def compile_model(model: nn.Module) -> nn.Module:
     import torch._inductor.config as inductor_config
 
     options = {key: value for key, value in COMPILE_OPTIONS.items() if hasattr(inductor_config, key)}
+    fusions = options.get("post_grad_fusion_options", {})
+    if fusions and not set(fusions) <= known_post_grad_passes():
+        del options["post_grad_fusion_options"]  # an older Inductor, which would fail on an unknown pass
     return torch.compile(model, dynamic=False, options=options)
+
+
+def known_post_grad_passes() -> set[str]:
+    """The post-grad passes this PyTorch's Inductor can be asked for by name (its registries)."""
+    import torch._inductor.fx_passes.post_grad  # noqa: F401  (registers the passes)
+    from torch._inductor.fx_passes import group_batch_fusion, split_cat
+
+    return set(group_batch_fusion.POST_GRAD_FUSIONS) | set(getattr(split_cat, "POST_GRAD_PATTERNS", {}))
 
 
 # ---------------------------------------------------------------------------------------------------
