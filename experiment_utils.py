@@ -480,6 +480,9 @@ def load_model(path: str | Path, config: dict | None = None, device: str = "cpu"
 # benchmarks/bench_lstm.py): a C++ wrapper launches the kernels instead of a Python one, and a matmul
 # with one row (batch size 1) becomes a loop that Inductor fuses with the gates around it.
 COMPILE_OPTIONS = {"cpp_wrapper": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
+# The C++ wrapper fails at run time on PyTorch 2.3.1 (a SystemError from its entry point) and works on
+# 2.13.0; the versions between were not tried, so older ones compile without it (slower, as correct).
+CPP_WRAPPER_SINCE = (2, 13)
 
 
 def compile_model(model: nn.Module) -> nn.Module:
@@ -491,6 +494,8 @@ def compile_model(model: nn.Module) -> nn.Module:
     import torch._inductor.config as inductor_config
 
     options = {key: value for key, value in COMPILE_OPTIONS.items() if hasattr(inductor_config, key)}
+    if torch.torch_version.TorchVersion(torch.__version__) < CPP_WRAPPER_SINCE:
+        options.pop("cpp_wrapper", None)
     fusions = options.get("post_grad_fusion_options", {})
     if fusions and not set(fusions) <= known_post_grad_passes():
         del options["post_grad_fusion_options"]  # an older Inductor, which would fail on an unknown pass
