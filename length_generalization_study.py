@@ -209,7 +209,7 @@ def plot_study(study: dict) -> Figure:
     axes.set(
         xlabel="sequence length n (bits)",
         ylabel="share of sequences counted right (%)",
-        title="Counting beyond the training length: median over seeds, the band from the worst to the best",
+        title="Counting beyond the training length\n(line: median over seeds; band: worst to best seed)",
         ylim=(-2, 102),
         xlim=(0.5, accuracy.shape[1] + 0.5),
     )
