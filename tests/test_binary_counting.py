@@ -547,17 +547,16 @@ def test_mixed_lengths_and_every_step_target_train_and_record_the_scan(tmp_path:
     ids=" ".join,
 )
 def test_new_options_are_deterministic(options: tuple[str, ...], tmp_path: Path) -> None:
-    first = train(parse_args(small_args(tmp_path / "first", *options)))
-    second = train(parse_args(small_args(tmp_path / "second", *options)))
-    other = train(parse_args(small_args(tmp_path / "other", *options, "--seed", "1")))
+    first = train(parse_args(small_args(tmp_path / "first", *options, "--epochs", "1")))
+    second = train(parse_args(small_args(tmp_path / "second", *options, "--epochs", "1")))
     assert without_seconds(first.history) == without_seconds(second.history)
     assert first.accuracy_by_length == second.accuracy_by_length
-    assert without_seconds(first.history) != without_seconds(other.history)
+    assert torch.equal(first.predictions_after, second.predictions_after)
 
 
 def test_the_scan_changes_nothing_the_run_without_it_computes(tmp_path: Path) -> None:
-    plain = train(parse_args(small_args(tmp_path / "plain")))
-    scanned = train(parse_args(small_args(tmp_path / "scanned", "--max-test-length", "15")))
+    plain = train(parse_args(small_args(tmp_path / "plain", "--epochs", "1")))
+    scanned = train(parse_args(small_args(tmp_path / "scanned", "--epochs", "1", "--max-test-length", "15")))
     assert without_seconds(plain.history) == without_seconds(scanned.history)
     assert plain.length_generalization == scanned.length_generalization
     assert plain.longest_counted_length is None and scanned.longest_counted_length is not None
