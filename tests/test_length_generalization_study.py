@@ -74,6 +74,16 @@ def test_best_weights_rebuild_with_load_model(quick_study: Path) -> None:
     assert best["longest_counted_length"] == max(entry["longest_counted_length"])
 
 
+def test_only_reruns_the_named_configurations_and_keeps_the_others(quick_study: Path) -> None:
+    before = json.loads((quick_study / study.JSON_NAME).read_text())["configurations"]
+    argv = ["--quick", "--only", "published", "--seeds", "3", "--out-dir", str(quick_study)]
+    assert study.main([*argv, "--runs-dir", str(quick_study / "rerun")]) == 0
+    after = json.loads((quick_study / study.JSON_NAME).read_text())["configurations"]
+    assert [entry["name"] for entry in after] == [entry["name"] for entry in before]
+    assert after[1:] == before[1:] and after[0]["run_dirs"] != before[0]["run_dirs"]
+    assert after[0]["longest_counted_length"] == before[0]["longest_counted_length"]  # same seed
+
+
 def test_unknown_configuration_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         study.parse_args(["--only", "nonsense"])
