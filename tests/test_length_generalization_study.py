@@ -169,4 +169,10 @@ def test_readme_reading_matches_the_committed_study() -> None:
     assert max(medians.values()) < 100 and "is not met" in readme
     for name in ("mixed lengths", "mixed lengths, every-step target", "+ noaf (unbounded h)"):
         assert f"{medians[name]:g}" in readme
-    assert sum(sum(entry["seconds"]) for entry in results["configurations"]) < 20 * 60
+    small = results["configurations"][-1]
+    assert small["name"] == "+ noaf, hidden size 4, 10 epochs"
+    assert medians[small["name"]] < medians["+ noaf (unbounded h)"]
+    assert max(small["longest_counted_length"]) == max(
+        max(e["longest_counted_length"]) for e in results["configurations"]
+    )
+    assert sum(sum(entry["seconds"]) for entry in results["configurations"]) < 30 * 60
