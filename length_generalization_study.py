@@ -156,8 +156,8 @@ def save_best(study: dict, out_dir: Path) -> None:
     configuration, index = best_run(study)
     run_dir = Path(configuration["run_dirs"][index])
     run = json.loads((run_dir / binary_counting.JSON_NAME).read_text())
-    # experiment_utils.config_of records an unset option (None) as the string "None", which
-    # load_model would pass on to build_model; the copy beside the weights says null instead.
+    # On this branch experiment_utils.config_of records an unset option (None) as the string "None"
+    # (main keeps it null), which load_model would pass on to build_model; the copy says null.
     config = {key: None if value == "None" else value for key, value in run["config"].items()}
     model = load_model(run_dir / binary_counting.WEIGHTS_NAME, config)
     save_torch(model.state_dict(), out_dir / f"{BEST_NAME}.pt")
