@@ -40,6 +40,7 @@ from experiment_utils import (
     check_finite,
     compile_model,
     config_of,
+    explicit_options,
     finish_parsing,
     interrupts_held,
     load_checkpoint,
@@ -63,6 +64,9 @@ WEIGHTS_NAME = "binary_counting.pt"  # the model's state_dict after the last fin
 CHECKPOINT_NAME = "binary_counting.checkpoint.pt"  # everything --resume needs
 DEFAULT_OUT_DIR = "runs/binary_counting"  # outside the tracked files: a trial run changes nothing in git
 EVALUATION_BATCH_SIZE = 1000  # no gradients are kept while evaluating, so large batches cost little
+TARGETS = ("final", "every-step")
+SCAN_SAMPLES = 500  # fresh sequences per length in the longest-counted-length scan
+COUNTED_SHARE = 0.99  # a length is counted when at least this share of its sequences is counted right
 
 # ---------------------------------------------------------------------------------------------------
 # Settings
@@ -99,9 +103,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="LENGTH",
         help="sequence lengths tested after training: does counting generalize? (default: 10 20 40)",
     )
+    parser.add_argument(
+        "--train-lengths",
+        type=positive_int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="train (and validate) on mixed lengths: each sequence's length drawn uniformly from MIN … MAX;"
+        " replaces --seq-len, which becomes MAX (default: every sequence --seq-len bits)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="final",
+        help="final: the count after the last bit, as published; every-step: the running count after"
+        " every bit, the loss averaged over all steps (default: final)",
+    )
+    parser.add_argument(
+        "--max-test-length",
+        type=positive_int,
+        default=None,
+        metavar="L",
+        help="after training, measure the longest counted length: scan n = 1 … L on"
+        f" {SCAN_SAMPLES} fresh sequences each (e.g. 10× the longest training length;"
+        " default: not measured)",
+    )
     add_common_arguments(parser, default_out_dir=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
     args.lengths = sorted(set(args.lengths))
+    if args.train_lengths is not None:
+        shortest, longest = args.train_lengths
+        if shortest > longest:
+            parser.error(f"--train-lengths: expected MIN ≤ MAX, got {shortest} {longest}")
+        if "seq_len" in explicit_options(parser, argv):
+            parser.error("--train-lengths MIN MAX replaces --seq-len (which becomes MAX); give one of them")
+        args.seq_len = longest
+    if args.compile and (args.train_lengths is not None or args.target != "final"):
+        parser.error(
+            "--compile compiles the model's read-out after the last step only; leave it out with"
+            " --train-lengths or --target every-step"
+        )
     return finish_parsing(parser, argv, args, CHECKPOINT_NAME)
 
 
@@ -116,14 +157,53 @@ def make_dataset(num_samples: int, seq_len: int, generator: torch.Generator) -> 
     return TensorDataset(bits, counts)
 
 
+def make_mixed_dataset(
+    num_samples: int, shortest: int, longest: int, generator: torch.Generator
+) -> TensorDataset:
+    """Sequences of mixed lengths, padded with zeros to `longest`: x (num_samples, longest, 1), y
+    (num_samples,) the number of ones, lengths (num_samples,) each drawn uniformly from shortest … longest.
+
+    Padding goes *after* each sequence's end. An LSTM runs forward in time, so what it computes up
+    to a sequence's last bit does not depend on the padding behind it: reading the prediction at
+    step length − 1 (`final_predictions`) and leaving the padded steps out of an every-step loss
+    (`step_mask`) train on exactly the unpadded sequences, with no masking inside the recurrence.
+    We chose this over bucketing batches by length because every batch then mixes all lengths, so
+    no Adam step sees only one length; the price is the padded steps' compute, about half the
+    work for lengths 1 … 20. ValueError unless 1 ≤ shortest ≤ longest.
+    """
+    if not 1 <= shortest <= longest:
+        raise ValueError(f"lengths must satisfy 1 ≤ shortest ≤ longest, got {shortest} and {longest}")
+    lengths = torch.randint(shortest, longest + 1, (num_samples,), generator=generator)
+    bits = torch.randint(0, 2, (num_samples, longest, 1), generator=generator).float()
+    bits *= step_mask(lengths, longest).unsqueeze(-1)
+    return TensorDataset(bits, bits.sum(dim=(1, 2)), lengths)
+
+
+def step_mask(lengths: Tensor | None, seq_len: int) -> Tensor:
+    """(batch, seq_len) floats, 1 at the steps within each sequence's length and 0 at the padding
+    behind it; (1, seq_len) ones when `lengths` is None (every sequence is seq_len long)."""
+    if lengths is None:
+        return torch.ones(1, seq_len)
+    return (torch.arange(seq_len, device=lengths.device) < lengths.unsqueeze(-1)).float()
+
+
 def make_datasets(
-    seed: int, seq_len: int, train_samples: int, valid_samples: int
+    seed: int,
+    seq_len: int,
+    train_samples: int,
+    valid_samples: int,
+    train_lengths: list[int] | None = None,
 ) -> tuple[TensorDataset, TensorDataset, torch.Generator]:
     """The training and validation sets of a run with `seed`, and the generator they were drawn from;
-    its next draws are the run's length-generalization sets."""
+    its next draws are the run's length-generalization sets. With `train_lengths` (MIN, MAX) both
+    sets have mixed lengths (`make_mixed_dataset`), else every sequence is `seq_len` bits."""
     generator = torch.Generator().manual_seed(seed)
-    train_dataset = make_dataset(train_samples, seq_len, generator)
-    valid_dataset = make_dataset(valid_samples, seq_len, generator)
+    if train_lengths is None:
+        train_dataset = make_dataset(train_samples, seq_len, generator)
+        valid_dataset = make_dataset(valid_samples, seq_len, generator)
+    else:
+        train_dataset = make_mixed_dataset(train_samples, *train_lengths, generator)
+        valid_dataset = make_mixed_dataset(valid_samples, *train_lengths, generator)
     return train_dataset, valid_dataset, generator
 
 
@@ -131,13 +211,87 @@ def make_datasets(
 # Evaluation
 
 
+def final_predictions(model: nn.Module, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    """(batch,) the predicted count after each sequence's last bit: `model(x)`, or with `lengths`
+    (batch,) the model's head on h at step length − 1 of each padded sequence x (batch, seq_len, 1)."""
+    if lengths is None:
+        return model(x)
+    output, _ = model.lstm(x)
+    last = output[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
+    return model.head(last).squeeze(-1)
+
+
+def running_predictions(model: nn.Module, x: Tensor) -> Tensor:
+    """(batch, seq_len): the model's head on h after every bit of x (batch, seq_len, 1), its prediction
+    of the running count. Column n − 1 is what the model predicts for the first n bits alone: an LSTM
+    runs forward in time, so the later bits cannot change it."""
+    output, _ = model.lstm(x)
+    return model.head(output).squeeze(-1)
+
+
+def batch_loss(
+    model: nn.Module, x: Tensor, counts: Tensor, lengths: Tensor | None, target: str
+) -> tuple[Tensor, Tensor]:
+    """(MSE loss, accuracy) of one batch under `target`, the loss differentiable.
+
+    "final": the prediction after each sequence's last bit against its count `counts` (batch,).
+    "every-step": the prediction after every bit against the running count, the squared errors
+    averaged over all steps within the sequences' lengths (the padding is left out), and accuracy
+    the share of those steps whose rounded prediction is the running count. The every-step target
+    supervises the count at every length up to the longest, which Suzgun et al. (2019) and Weiss et
+    al. (2018) use to train and probe counters. ValueError for another target.
+    """
+    if target == "final":
+        prediction = final_predictions(model, x, lengths)
+        loss = nn.functional.mse_loss(prediction, counts)
+        return loss, (prediction.detach().round() == counts).float().mean()
+    if target != "every-step":
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    predictions = running_predictions(model, x)
+    running_counts = x.squeeze(-1).cumsum(dim=1)
+    mask = step_mask(lengths, x.shape[1]).to(x.device).expand_as(predictions)
+    steps = mask.sum()
+    loss = ((predictions - running_counts) ** 2 * mask).sum() / steps
+    correct = (predictions.detach().round() == running_counts).float() * mask
+    return loss, correct.sum() / steps
+
+
+@torch.no_grad()
+def evaluate_target(
+    model: nn.Module, dataset: TensorDataset, target: str, batch_size: int = EVALUATION_BATCH_SIZE
+) -> tuple[float, float]:
+    """(MSE loss, accuracy) of `model` on `dataset` under `target` (see `batch_loss`), every sequence
+    weighted by its number of scored steps."""
+    device = next(model.parameters()).device
+    model.eval()
+    total_loss = total_correct = total_steps = 0.0
+    for batch in zip(*(tensor.split(batch_size) for tensor in dataset.tensors), strict=True):
+        x, counts = batch[0].to(device), batch[1].to(device)
+        lengths = batch[2].to(device) if len(batch) > 2 else None
+        loss, accuracy = batch_loss(model, x, counts, lengths, target)
+        steps = len(x) if target == "final" else step_mask(lengths, x.shape[1]).expand(len(x), -1).sum()
+        total_loss += loss.item() * float(steps)
+        total_correct += accuracy.item() * float(steps)
+        total_steps += float(steps)
+    return total_loss / total_steps, total_correct / total_steps
+
+
 @torch.no_grad()
 def predict(model: nn.Module, dataset: TensorDataset, batch_size: int) -> Tensor:
-    """The model's predicted count for every sequence of `dataset`, in order, as a CPU tensor."""
+    """The model's predicted count for every sequence of `dataset`, in order, as a CPU tensor
+    (after each sequence's own last bit when the dataset holds lengths, as a mixed one does)."""
     device = next(model.parameters()).device
     model.eval()
     inputs = dataset.tensors[0]
-    return torch.cat([model(batch.to(device)).cpu() for batch in inputs.split(batch_size)])
+    if len(dataset.tensors) < 3:
+        return torch.cat([model(batch.to(device)).cpu() for batch in inputs.split(batch_size)])
+    lengths = dataset.tensors[2]
+    return torch.cat(
+        [
+            final_predictions(model, x.to(device), n.to(device)).cpu()
+            for x, n in zip(inputs.split(batch_size), lengths.split(batch_size), strict=True)
+        ]
+    )
 
 
 def score(predictions: Tensor, counts: Tensor) -> tuple[float, float]:
@@ -181,6 +335,51 @@ def length_generalization(
     return results
 
 
+@torch.no_grad()
+def counting_accuracy_by_length(
+    model: nn.Module,
+    max_length: int,
+    generator: torch.Generator,
+    *,
+    num_samples: int = SCAN_SAMPLES,
+    batch_size: int = EVALUATION_BATCH_SIZE,
+) -> Tensor:
+    """(max_length,): entry n − 1 is the share of `num_samples` fresh random sequences of n bits whose
+    rounded predicted count is the true count, for n = 1 … max_length.
+
+    One forward pass does the whole scan: the sequences of length n are the n-bit prefixes of
+    `num_samples` random sequences of max_length bits, each uniformly random on {0, 1}^n, and the
+    model's prediction for a prefix is its head on h at step n − 1 (`running_predictions`; the LSTM
+    runs forward in time, so the bits after step n cannot change it). The lengths share their
+    sequences, which correlates neighbouring accuracies but biases none. The cost is one forward
+    pass over (num_samples, max_length) bits without gradients: well under a second on a CPU for
+    500 × 200 bits at hidden size 20. ValueError for max_length or num_samples < 1.
+    """
+    if max_length < 1 or num_samples < 1:
+        raise ValueError(f"max_length and num_samples must be ≥ 1, got {max_length} and {num_samples}")
+    device = next(model.parameters()).device
+    model.eval()
+    bits = torch.randint(0, 2, (num_samples, max_length, 1), generator=generator).float()
+    correct = torch.zeros(max_length)
+    for batch in bits.split(batch_size):
+        predictions = running_predictions(model, batch.to(device)).cpu()
+        correct += (predictions.round() == batch.squeeze(-1).cumsum(dim=1)).sum(dim=0)
+    return correct / num_samples
+
+
+def longest_counted_length(accuracy_by_length: Tensor | list[float], share: float = COUNTED_SHARE) -> int:
+    """The largest L such that every length n = 1 … L has accuracy ≥ `share` (entry n − 1 of
+    `accuracy_by_length`, as `counting_accuracy_by_length` returns): 0 when length 1 already fails,
+    the scan's limit when no length fails. This is the issue's measure, in the spirit of the
+    generalization tests of Weiss et al. (2018) and Suzgun et al. (2019): a counter must hold at every
+    length up to L, not on average."""
+    accuracy = torch.as_tensor(accuracy_by_length, dtype=torch.float64)
+    # 495 of 500 right is 0.99 exactly in float64 arithmetic on counts, but 0.99 in float32 is not; a
+    # tolerance far below 1 / num_samples keeps the comparison exact for any scan.
+    failed = (accuracy < share - 1e-9).nonzero()
+    return int(failed[0]) if len(failed) else len(accuracy)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training
 
@@ -196,6 +395,9 @@ class BinaryCountingResult:
     predictions_after: Tensor
     length_generalization: dict[str, dict] = field(default_factory=dict)
     compile_seconds: float | None = None  # the first training step under --compile, which compiles
+    # With --max-test-length: entry n − 1 is the accuracy on n-bit sequences; see longest_counted_length.
+    accuracy_by_length: list[float] = field(default_factory=list)
+    longest_counted_length: int | None = None
 
 
 def train(args: argparse.Namespace, history: list[dict] | None = None) -> BinaryCountingResult:
@@ -212,7 +414,7 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     # Data and shuffling draw from their own generators, the weights from the global one: the same
     # seed gives the same data and batches with either --cell.
     train_dataset, valid_dataset, data_generator = make_datasets(
-        args.seed, args.seq_len, args.train_samples, args.valid_samples
+        args.seed, args.seq_len, args.train_samples, args.valid_samples, args.train_lengths
     )
     shuffle_generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
@@ -220,7 +422,6 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     model = build_model(
         args.cell, args.hidden_size, device, variant=args.variant, forget_bias=args.forget_bias
     )
-    loss_function = nn.MSELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     predictions_before = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
     result = BinaryCountingResult(model, history, valid_dataset, predictions_before, predictions_before)
@@ -242,16 +443,16 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         start = time.perf_counter()
         model.train()
         batch_losses, batch_accuracies = [], []
-        for x, y in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
+        for x, y, *lengths in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
             step_start = time.perf_counter()
             x, y = x.to(device), y.to(device)
-            prediction = train_model(x)
-            loss = loss_function(prediction, y)
+            lengths = lengths[0].to(device) if lengths else None
+            loss, accuracy = batch_loss(train_model, x, y, lengths, args.target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             batch_losses.append(loss.detach())
-            batch_accuracies.append((prediction.detach().round() == y).float().mean())
+            batch_accuracies.append(accuracy)
             if args.compile and result.compile_seconds is None:
                 loss.item()  # waits for the device, so the time includes the whole first step
                 result.compile_seconds = time.perf_counter() - step_start
@@ -259,7 +460,10 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         train_accuracy = torch.stack(batch_accuracies).mean().item()
 
         result.predictions_after = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
-        valid_loss, valid_accuracy = score(result.predictions_after, valid_dataset.tensors[1])
+        if args.target == "final":
+            valid_loss, valid_accuracy = score(result.predictions_after, valid_dataset.tensors[1])
+        else:
+            valid_loss, valid_accuracy = evaluate_target(model, valid_dataset, args.target)
         # A stop signal waits until the epoch is in the history and in every file, so a stopped run
         # never leaves files of different epochs side by side.
         with interrupts_held():
@@ -289,6 +493,10 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     result.length_generalization = length_generalization(
         model, args.lengths, args.valid_samples, data_generator
     )
+    if args.max_test_length is not None:  # drawn last, so the sets above are those of a run without it
+        accuracy = counting_accuracy_by_length(model, args.max_test_length, data_generator)
+        result.accuracy_by_length = accuracy.tolist()
+        result.longest_counted_length = longest_counted_length(accuracy)
     save_outputs(args, result)
     return result
 
@@ -346,6 +554,7 @@ def uses_published_settings(args: argparse.Namespace) -> bool:
     """Whether the run's experiment settings are the published ones (seed, device and cell aside)."""
     published = parse_args([])
     settings = ("seq_len", "train_samples", "valid_samples", "hidden_size", "epochs", "batch_size", "lr")
+    settings += ("train_lengths", "target")
     return all(getattr(args, name) == getattr(published, name) for name in settings)
 
 
@@ -387,6 +596,9 @@ def save_outputs(
     }
     if result.compile_seconds is not None:
         results["compile_seconds"] = result.compile_seconds
+    if result.longest_counted_length is not None:
+        results["longest_counted_length"] = result.longest_counted_length
+        results["accuracy_by_length"] = result.accuracy_by_length  # entry n − 1: n-bit sequences
     save_figure(plot_results(args, result), out_dir / FIGURE_NAME)
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
@@ -508,6 +720,12 @@ def main(argv: list[str] | None = None) -> int:
             print(comparison_table(history))
         print(f"\nLength generalization (trained on {args.seq_len} bits):")
         print(generalization_table(result.length_generalization))
+        if result.longest_counted_length is not None:
+            print(
+                f"\nLongest counted length: {result.longest_counted_length} (every length up to it counted"
+                f" right on ≥ {COUNTED_SHARE:.0%} of {SCAN_SAMPLES} sequences; scanned to"
+                f" {args.max_test_length})"
+            )
         print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")

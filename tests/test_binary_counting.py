@@ -399,3 +399,192 @@ def test_a_variant_trains_and_is_recorded_with_its_path(tmp_path: Path) -> None:
     assert results["config"]["variant"] == "noaf" and results["config"]["forget_bias"] == 1.0
     assert results["lstm_path"] == "autograd"
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Mixed lengths, the every-step target and the longest counted length
+
+
+def exact_counter(max_count_scale: float = 1.0) -> nn.Module:
+    """A model whose weights are set by hand to count exactly: one noaf unit (h = o ⊙ c) whose gates
+    are saturated (i = f = o = 1 in float32) and whose candidate is g = tanh(40 x), 1 for a one and
+    0 for a zero; so c and h add 1 per one, and the head reads h × 1."""
+    model = build_model("custom", 1, torch.device("cpu"), variant="noaf")
+    cell = model.lstm.cells[0]
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        cell.b_i.fill_(40.0)
+        cell.b_f.fill_(40.0)
+        cell.b_o.fill_(40.0)
+        cell.W_ig.fill_(40.0)
+        model.head.weight.fill_(max_count_scale)
+    return model.eval()
+
+
+class FixedSteps(nn.Module):
+    """A stand-in LSTM whose output at every step is given: (output, state) like nn.LSTM."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+    def forward(self, x: torch.Tensor):
+        return self.output, None
+
+
+class GivenPredictions(nn.Module):
+    """A model whose prediction after every step is the tensor it was given (batch, seq_len)."""
+
+    def __init__(self, predictions: torch.Tensor) -> None:
+        super().__init__()
+        self.lstm = FixedSteps(predictions.unsqueeze(-1))
+        self.head = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.head.weight.fill_(1.0)
+            self.head.bias.zero_()
+
+
+def test_mixed_dataset_pads_each_sequence_behind_its_length() -> None:
+    x, y, lengths = binary_counting.make_mixed_dataset(300, 3, 9, torch.Generator().manual_seed(0)).tensors
+    assert x.shape == (300, 9, 1) and y.shape == lengths.shape == (300,)
+    assert set(lengths.tolist()) == set(range(3, 10))  # every length occurs
+    for bits, count, length in zip(x, y, lengths, strict=True):
+        assert bits[length:].abs().sum() == 0 and bits[:length].sum() == count
+
+
+@pytest.mark.parametrize("bad", [(0, 3), (4, 3)])
+def test_mixed_dataset_refuses_impossible_lengths(bad) -> None:
+    with pytest.raises(ValueError, match="shortest"):
+        binary_counting.make_mixed_dataset(5, *bad, torch.Generator())
+
+
+def test_final_prediction_of_a_padded_sequence_is_that_of_the_sequence_alone() -> None:
+    torch.manual_seed(0)
+    model = build_model("custom", 5, torch.device("cpu"))
+    x, _, lengths = binary_counting.make_mixed_dataset(6, 1, 8, torch.Generator().manual_seed(1)).tensors
+    with torch.no_grad():
+        padded = binary_counting.final_predictions(model, x, lengths)
+        alone = torch.stack([model(bits[None, :length])[0] for bits, length in zip(x, lengths, strict=True)])
+    torch.testing.assert_close(padded, alone)
+
+
+def test_running_predictions_are_the_predictions_for_every_prefix() -> None:
+    torch.manual_seed(0)
+    model = build_model("custom", 5, torch.device("cpu"))
+    x = make_dataset(4, 7, torch.Generator().manual_seed(2)).tensors[0]
+    with torch.no_grad():
+        running = binary_counting.running_predictions(model, x)
+        prefixes = torch.stack([model(x[:, :n]) for n in range(1, 8)], dim=1)
+    torch.testing.assert_close(running, prefixes)
+
+
+def test_every_step_loss_and_accuracy_on_a_hand_made_example() -> None:
+    x = torch.tensor([[1.0, 0.0, 1.0], [1.0, 1.0, 0.0]]).unsqueeze(-1)  # running counts 1 1 2 and 1 2 (2)
+    lengths = torch.tensor([3, 2])  # the second sequence's last step is padding
+    predictions = torch.tensor([[1.0, 1.2, 2.7], [0.6, 2.0, 9.0]])  # 9.0: at the padding, not scored
+    counts = torch.tensor([2.0, 2.0])
+    loss, accuracy = binary_counting.batch_loss(
+        GivenPredictions(predictions), x, counts, lengths, "every-step"
+    )
+    # Errors at the five scored steps: 0, 0.2, 0.7, -0.4, 0; 2.7 rounds to 3, not 2.
+    assert loss.item() == pytest.approx((0.2**2 + 0.7**2 + 0.4**2) / 5)
+    assert accuracy.item() == pytest.approx(4 / 5)
+    # Without lengths every step is scored, the padding's 9.0 against 2 too.
+    loss, accuracy = binary_counting.batch_loss(GivenPredictions(predictions), x, counts, None, "every-step")
+    assert loss.item() == pytest.approx((0.2**2 + 0.7**2 + 0.4**2 + 7.0**2) / 6)
+    assert accuracy.item() == pytest.approx(4 / 6)
+    # The final target reads each sequence at its own last step: 2.7 for 2, 2.0 for 2.
+    loss, accuracy = binary_counting.batch_loss(GivenPredictions(predictions), x, counts, lengths, "final")
+    assert loss.item() == pytest.approx(0.7**2 / 2) and accuracy.item() == pytest.approx(1 / 2)
+    with pytest.raises(ValueError, match="target"):
+        binary_counting.batch_loss(GivenPredictions(predictions), x, counts, lengths, "all")
+
+
+def test_longest_counted_length_is_where_the_first_length_fails() -> None:
+    longest = binary_counting.longest_counted_length
+    assert longest([1.0, 0.99, 0.995, 0.5, 1.0]) == 3  # 495 of 500 right still counts
+    assert longest([0.989, 1.0]) == 0
+    assert longest([1.0] * 7) == 7
+    assert longest(torch.tensor([1.0, 0.99, 0.98])) == 2  # float32 0.99 counts too
+
+
+def test_scan_of_a_hand_built_counter_reaches_the_limit_and_of_an_untrained_model_is_zero() -> None:
+    generator = torch.Generator().manual_seed(0)
+    accuracy = binary_counting.counting_accuracy_by_length(exact_counter(), 200, generator, num_samples=100)
+    assert accuracy.shape == (200,) and torch.all(accuracy == 1.0)
+    assert binary_counting.longest_counted_length(accuracy) == 200
+    # The same counter, its head off by 1 %, counts until the error reaches half a count (about 50 ones).
+    off = binary_counting.counting_accuracy_by_length(exact_counter(1.01), 200, generator, num_samples=100)
+    assert 60 < binary_counting.longest_counted_length(off) < 140
+    torch.manual_seed(0)
+    untrained = build_model("custom", 20, torch.device("cpu"))
+    accuracy = binary_counting.counting_accuracy_by_length(untrained, 200, generator)
+    assert binary_counting.longest_counted_length(accuracy) == 0
+
+
+def test_mixed_lengths_and_every_step_target_train_and_record_the_scan(tmp_path: Path) -> None:
+    options = ("--train-lengths", "2", "8", "--target", "every-step", "--max-test-length", "30")
+    result = train(parse_args(small_args(tmp_path, *options)))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert len(result.valid_dataset.tensors) == 3 and result.predictions_after.shape == (100,)
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    assert results["config"]["train_lengths"] == [2, 8] and results["config"]["seq_len"] == 8
+    assert results["config"]["target"] == "every-step" and results["config"]["max_test_length"] == 30
+    assert results["longest_counted_length"] == result.longest_counted_length
+    assert len(results["accuracy_by_length"]) == 30
+    assert results["longest_counted_length"] == binary_counting.longest_counted_length(
+        results["accuracy_by_length"]
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--train-lengths", "1", "6", "--max-test-length", "20"),
+        ("--target", "every-step", "--variant", "noaf", "--max-test-length", "20"),
+    ],
+    ids=" ".join,
+)
+def test_new_options_are_deterministic(options: tuple[str, ...], tmp_path: Path) -> None:
+    first = train(parse_args(small_args(tmp_path / "first", *options, "--epochs", "1")))
+    second = train(parse_args(small_args(tmp_path / "second", *options, "--epochs", "1")))
+    assert without_seconds(first.history) == without_seconds(second.history)
+    assert first.accuracy_by_length == second.accuracy_by_length
+    assert torch.equal(first.predictions_after, second.predictions_after)
+
+
+def test_the_scan_changes_nothing_the_run_without_it_computes(tmp_path: Path) -> None:
+    plain = train(parse_args(small_args(tmp_path / "plain", "--epochs", "1")))
+    scanned = train(parse_args(small_args(tmp_path / "scanned", "--epochs", "1", "--max-test-length", "15")))
+    assert without_seconds(plain.history) == without_seconds(scanned.history)
+    assert plain.length_generalization == scanned.length_generalization
+    assert plain.longest_counted_length is None and scanned.longest_counted_length is not None
+
+
+def test_new_options_are_not_the_published_settings() -> None:
+    assert not binary_counting.uses_published_settings(parse_args(["--target", "every-step"]))
+    assert not binary_counting.uses_published_settings(parse_args(["--train-lengths", "1", "20"]))
+    assert binary_counting.uses_published_settings(parse_args(["--max-test-length", "200"]))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--train-lengths", "5", "2"],
+        ["--train-lengths", "0", "3"],
+        ["--train-lengths", "3"],
+        ["--seq-len", "10", "--train-lengths", "1", "5"],
+        ["--target", "middle"],
+        ["--max-test-length", "0"],
+        ["--compile", "--target", "every-step"],
+    ],
+    ids=" ".join,
+)
+def test_bad_new_option_is_a_usage_error(bad: list[str], tmp_path: Path, capsys) -> None:
+    out_dir = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(out_dir), *bad])
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+    assert not out_dir.exists()

@@ -1,0 +1,251 @@
+"""Which changes make an LSTM trained on short sequences count long ones? Each configuration over seeds.
+
+Every configuration is a command line of `binary_counting.py`; this script runs it with each seed
+(in this process, through binary_counting's own `parse_args` and `train`, which is what the command
+line runs), reads the longest counted length (`binary_counting.longest_counted_length`: the largest
+L such that every length 1 … L is counted right on ≥ 99 % of 500 fresh sequences) and the accuracy
+at every scanned length, and writes
+
+    figures/length_generalization.json   {"configurations": [{"name", "command", "seeds", …}]}
+    figures/length_generalization.png    accuracy against length, one line per configuration
+    figures/length_generalization_best.pt (+ .json)   the best run's weights, for load_model
+
+    python length_generalization_study.py               # the committed study (about 25 minutes on a CPU)
+    python length_generalization_study.py --quick --out-dir /tmp/study   # tiny settings, seconds
+
+Each entry's "command" with `--seed S` reproduces, on a CPU, the committed number for seed S. The
+configurations, the literature behind them and the reading of the results are in the README
+("Counting beyond the training length").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+import binary_counting
+from experiment_utils import load_model, markdown_table, save_figure, save_json, save_torch, seed_value
+
+JSON_NAME = "length_generalization.json"
+FIGURE_NAME = "length_generalization.png"
+BEST_NAME = "length_generalization_best"  # .pt: the best run's weights; .json: its config, for load_model
+SEEDS = [0, 1, 2, 3, 4]
+MAX_TRAIN_LENGTH = 20
+SCAN = ["--max-test-length", str(10 * MAX_TRAIN_LENGTH)]
+
+# (name, the options of binary_counting.py). Shorter training than the published 20 epochs keeps the
+# whole study under half an hour of one CPU core; the epochs are part of each command.
+MIXED = ["--train-lengths", "1", str(MAX_TRAIN_LENGTH)]
+EVERY_STEP = [*MIXED, "--target", "every-step"]
+CONFIGURATIONS: list[tuple[str, list[str]]] = [
+    ("published", []),
+    ("mixed lengths", ["--epochs", "5", *MIXED]),
+    ("mixed lengths, every-step target", ["--epochs", "5", *EVERY_STEP]),
+    ("+ noaf (unbounded h)", ["--epochs", "5", *EVERY_STEP, "--variant", "noaf"]),
+    ("+ noaf, forget bias 5", ["--epochs", "5", *EVERY_STEP, "--variant", "noaf", "--forget-bias", "5"]),
+    (
+        "+ noaf, hidden size 4, 10 epochs",
+        ["--epochs", "10", *EVERY_STEP, "--variant", "noaf", "--hidden-size", "4"],
+    ),
+]
+QUICK = ["--epochs", "1", "--train-samples", "64", "--valid-samples", "20", "--hidden-size", "4"]
+QUICK_SCAN = ["--max-test-length", "12"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("figures"),
+        help="where the JSON and figures go (default: figures)",
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs/length_generalization"),
+        help="where each run writes its own files (default: runs/length_generalization, ignored by git)",
+    )
+    parser.add_argument(
+        "--seeds", type=seed_value, nargs="+", default=SEEDS, metavar="S", help="(default: 0 1 2 3 4)"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these configurations (by name; default: all); the others keep their entries"
+        " in the JSON already in --out-dir",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="every configuration on tiny settings, for tests (seconds)"
+    )
+    args = parser.parse_args(argv)
+    names = [name for name, _ in CONFIGURATIONS]
+    unknown = sorted(set(args.only or ()) - set(names))
+    if unknown:
+        parser.error(f"--only: no configuration named {', '.join(map(repr, unknown))}; choose from {names}")
+    return args
+
+
+def configurations(quick: bool = False) -> list[tuple[str, list[str]]]:
+    """(name, options of binary_counting.py) for every configuration: the study's, or tiny ones."""
+    if not quick:
+        return [(name, [*options, *SCAN]) for name, options in CONFIGURATIONS]
+    # The quick options come last, so they override the study's --epochs.
+    return [(name, [*options, *QUICK, *QUICK_SCAN]) for name, options in CONFIGURATIONS]
+
+
+def command_of(options: list[str]) -> str:
+    return shlex.join(["python", "binary_counting.py", *options])
+
+
+def run_configuration(name: str, options: list[str], seeds: list[int], runs_dir: Path) -> dict:
+    """Train `options` with every seed; the JSON entry of the configuration."""
+    entry = {
+        "name": name,
+        "command": command_of(options),
+        "max_train_length": None,
+        "max_test_length": None,
+        "seeds": list(seeds),
+        "longest_counted_length": [],
+        "accuracy_by_length": [],  # one list per seed; entry n − 1 is the accuracy on n-bit sequences
+        "final_valid_loss": [],
+        "seconds": [],
+        "run_dirs": [],
+    }
+    for seed in seeds:
+        out_dir = runs_dir / slug(name) / f"seed{seed}"
+        args = binary_counting.parse_args(
+            [*options, "--seed", str(seed), "--out-dir", str(out_dir), "--quiet"]
+        )
+        start = time.perf_counter()
+        result = binary_counting.train(args)
+        entry["max_train_length"] = args.seq_len
+        entry["max_test_length"] = args.max_test_length
+        entry["longest_counted_length"].append(result.longest_counted_length)
+        entry["accuracy_by_length"].append(result.accuracy_by_length)
+        entry["final_valid_loss"].append(result.history[-1]["valid_loss"])
+        entry["seconds"].append(time.perf_counter() - start)
+        entry["run_dirs"].append(str(out_dir))
+        print(f"{name}, seed {seed}: longest counted length {result.longest_counted_length}", flush=True)
+    return entry
+
+
+def slug(name: str) -> str:
+    return "".join(character if character.isalnum() else "_" for character in name).strip("_")
+
+
+def best_run(study: dict) -> tuple[dict, int]:
+    """(configuration, index of its seed): the best seed of the configuration with the highest median
+    longest counted length (ties: the earlier configuration, the earlier seed)."""
+    best = max(study["configurations"], key=lambda entry: statistics.median(entry["longest_counted_length"]))
+    lengths = best["longest_counted_length"]
+    return best, lengths.index(max(lengths))
+
+
+def save_best(study: dict, out_dir: Path) -> None:
+    """Copy the best run's weights to out_dir/BEST_NAME.pt with the JSON that load_model reads beside it."""
+    configuration, index = best_run(study)
+    run_dir = Path(configuration["run_dirs"][index])
+    run = json.loads((run_dir / binary_counting.JSON_NAME).read_text())
+    # On this branch experiment_utils.config_of records an unset option (None) as the string "None"
+    # (main keeps it null), which load_model would pass on to build_model; the copy says null.
+    config = {key: None if value == "None" else value for key, value in run["config"].items()}
+    model = load_model(run_dir / binary_counting.WEIGHTS_NAME, config)
+    save_torch(model.state_dict(), out_dir / f"{BEST_NAME}.pt")
+    save_json(
+        {
+            "name": configuration["name"],
+            "command": configuration["command"],
+            "seed": configuration["seeds"][index],
+            "longest_counted_length": configuration["longest_counted_length"][index],
+            "config": config,
+        },
+        out_dir / f"{BEST_NAME}.json",
+    )
+
+
+def summary_table(study: dict) -> str:
+    """The README table: per configuration, the median and the range of the longest counted length."""
+    header = ("Configuration", "Command", "Seeds", "Longest counted length: median", "range")
+    rows = []
+    for entry in study["configurations"]:
+        lengths = entry["longest_counted_length"]
+        options = entry["command"].removeprefix("python binary_counting.py").strip() or "(defaults)"
+        rows.append(
+            (
+                entry["name"],
+                f"`{options}`",
+                len(lengths),
+                f"{statistics.median(lengths):g}",
+                f"{min(lengths)}–{max(lengths)}",
+            )
+        )
+    return markdown_table(header, rows)
+
+
+def plot_study(study: dict) -> Figure:
+    """Accuracy against sequence length, one line (the median over seeds) per configuration, the band
+    between the worst and the best seed shaded."""
+    figure = Figure(figsize=(10, 5.5), layout="constrained")
+    axes = figure.add_subplot()
+    longest_train = max(entry["max_train_length"] for entry in study["configurations"])
+    axes.axvspan(0.5, longest_train + 0.5, color="0.9", label=f"training lengths (≤ {longest_train})")
+    for entry in study["configurations"]:
+        accuracy = 100 * np.array(entry["accuracy_by_length"])
+        lengths = np.arange(1, accuracy.shape[1] + 1)
+        median = statistics.median(entry["longest_counted_length"])
+        (line,) = axes.plot(
+            lengths, np.median(accuracy, axis=0), lw=2, label=f"{entry['name']} (median L = {median:g})"
+        )
+        axes.fill_between(
+            lengths, accuracy.min(axis=0), accuracy.max(axis=0), color=line.get_color(), alpha=0.2
+        )
+    axes.axhline(100 * binary_counting.COUNTED_SHARE, color="k", ls="--", lw=1, label="99 %: counted")
+    axes.set(
+        xlabel="sequence length n (bits)",
+        ylabel="share of sequences counted right (%)",
+        title="Counting beyond the training length\n(line: median over seeds; band: worst to best seed)",
+        ylim=(-2, 102),
+        xlim=(0.5, accuracy.shape[1] + 0.5),
+    )
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study = {
+        "description": "binary_counting.py over seeds; longest_counted_length: the largest L such that"
+        " every length 1 … L is counted right (rounded prediction = count) on ≥ 99 % of 500 fresh"
+        " sequences. Each command with --seed S gives the number for seed S.",
+        "configurations": [],
+    }
+    kept = {}
+    if args.only is not None and (args.out_dir / JSON_NAME).is_file():
+        previous = json.loads((args.out_dir / JSON_NAME).read_text())["configurations"]
+        kept = {entry["name"]: entry for entry in previous}
+    for name, options in configurations(args.quick):
+        if args.only is None or name in args.only:
+            study["configurations"].append(run_configuration(name, options, args.seeds, args.runs_dir))
+        elif name in kept:
+            study["configurations"].append(kept[name])
+    save_json(study, args.out_dir / JSON_NAME)
+    save_figure(plot_study(study), args.out_dir / FIGURE_NAME)
+    save_best(study, args.out_dir)
+    print(summary_table(study))
+    print(f"\nWrote {args.out_dir / JSON_NAME}, {args.out_dir / FIGURE_NAME}, {args.out_dir / BEST_NAME}.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Tests of length_generalization_study.py: a quick study, its files, and the committed study's record."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+import binary_counting
+import length_generalization_study as study
+from experiment_utils import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "figures" / study.JSON_NAME
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory) -> Path:
+    out_dir = tmp_path_factory.mktemp("study")
+    argv = ["--quick", "--seeds", "3", "--out-dir", str(out_dir), "--runs-dir", str(out_dir / "runs")]
+    assert study.main(argv) == 0
+    return out_dir
+
+
+def test_quick_study_writes_every_configuration_over_its_seeds(quick_study: Path) -> None:
+    results = json.loads((quick_study / study.JSON_NAME).read_text())
+    names = [entry["name"] for entry in results["configurations"]]
+    assert names == [name for name, _ in study.CONFIGURATIONS] and names[0] == "published"
+    for entry in results["configurations"]:
+        assert entry["seeds"] == [3] and len(entry["longest_counted_length"]) == 1
+        assert entry["command"].startswith("python binary_counting.py ")
+        assert all(len(accuracy) == entry["max_test_length"] for accuracy in entry["accuracy_by_length"])
+        for accuracy, longest in zip(
+            entry["accuracy_by_length"], entry["longest_counted_length"], strict=True
+        ):
+            assert binary_counting.longest_counted_length(accuracy) == longest
+    assert (quick_study / study.FIGURE_NAME).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_recorded_command_with_its_seed_gives_the_recorded_number(
+    quick_study: Path, tmp_path: Path
+) -> None:
+    results = json.loads((quick_study / study.JSON_NAME).read_text())
+    entry = results["configurations"][-1]
+    argv = [*shlex.split(entry["command"])[2:], "--seed", "3", "--out-dir", str(tmp_path), "--quiet"]
+    assert binary_counting.main(argv) == 0
+    run = json.loads((tmp_path / binary_counting.JSON_NAME).read_text())
+    assert run["longest_counted_length"] == entry["longest_counted_length"][0]
+    assert run["accuracy_by_length"] == entry["accuracy_by_length"][0]
+
+
+def test_best_weights_rebuild_with_load_model(quick_study: Path) -> None:
+    best = json.loads((quick_study / f"{study.BEST_NAME}.json").read_text())
+    model = load_model(quick_study / f"{study.BEST_NAME}.pt")
+    accuracy = binary_counting.counting_accuracy_by_length(model, 5, torch.Generator().manual_seed(0))
+    assert accuracy.shape == (5,)
+    entry = next(
+        e
+        for e in json.loads((quick_study / study.JSON_NAME).read_text())["configurations"]
+        if e["name"] == best["name"]
+    )
+    assert best["longest_counted_length"] == max(entry["longest_counted_length"])
+
+
+def test_only_reruns_the_named_configurations_and_keeps_the_others(quick_study: Path) -> None:
+    before = json.loads((quick_study / study.JSON_NAME).read_text())["configurations"]
+    argv = ["--quick", "--only", "published", "--seeds", "3", "--out-dir", str(quick_study)]
+    assert study.main([*argv, "--runs-dir", str(quick_study / "rerun")]) == 0
+    after = json.loads((quick_study / study.JSON_NAME).read_text())["configurations"]
+    assert [entry["name"] for entry in after] == [entry["name"] for entry in before]
+    assert after[1:] == before[1:] and after[0]["run_dirs"] != before[0]["run_dirs"]
+    assert after[0]["longest_counted_length"] == before[0]["longest_counted_length"]  # same seed
+
+
+def test_unknown_configuration_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        study.parse_args(["--only", "nonsense"])
+    assert exit_info.value.code == 2 and "no configuration named" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# The committed study
+
+
+def committed() -> dict:
+    if not COMMITTED.is_file():
+        pytest.skip("the study is not yet committed")
+    return json.loads(COMMITTED.read_text())
+
+
+def test_committed_study_has_five_seeds_per_configuration_and_the_published_one() -> None:
+    results = committed()
+    names = [entry["name"] for entry in results["configurations"]]
+    assert "published" in names
+    for entry in results["configurations"]:
+        assert len(set(entry["seeds"])) == len(entry["seeds"]) >= 5
+        assert len(entry["longest_counted_length"]) == len(entry["seeds"])
+        assert entry["max_train_length"] == 20 and entry["max_test_length"] == 200
+        argv = shlex.split(entry["command"])
+        assert argv[:2] == ["python", "binary_counting.py"]
+        assert not {"--seed", "--out-dir", "--quiet"} & set(argv)
+        args = binary_counting.parse_args(argv[2:])
+        assert args.max_test_length == 200 and args.seq_len == 20
+    published = next(entry for entry in results["configurations"] if entry["name"] == "published")
+    args = binary_counting.parse_args(shlex.split(published["command"])[2:])
+    assert {**vars(args), "max_test_length": None} == vars(binary_counting.parse_args([]))
+
+
+def test_committed_commands_are_the_study_script_s() -> None:
+    results = committed()
+    expected = {name: study.command_of(options) for name, options in study.configurations()}
+    assert {entry["name"]: entry["command"] for entry in results["configurations"]} == expected
+
+
+def test_readme_table_is_rendered_from_the_committed_study() -> None:
+    results = committed()
+    assert study.summary_table(results) in (ROOT / "README.md").read_text()
+    medians = [statistics.median(entry["longest_counted_length"]) for entry in results["configurations"]]
+    assert all(0 <= median <= 200 for median in medians)
+
+
+def test_committed_best_weights_are_the_best_run() -> None:
+    results = committed()
+    best = json.loads((ROOT / "figures" / f"{study.BEST_NAME}.json").read_text())
+    configuration, index = study.best_run(results)
+    assert best["name"] == configuration["name"] and best["seed"] == configuration["seeds"][index]
+    model = load_model(ROOT / "figures" / f"{study.BEST_NAME}.pt")
+    generator = torch.Generator().manual_seed(0)
+    accuracy = binary_counting.counting_accuracy_by_length(model, 200, generator)
+    # Fresh sequences, not the run's own: the measure is a share of 500, so allow a few lengths' noise.
+    assert binary_counting.longest_counted_length(accuracy) >= 0.8 * best["longest_counted_length"]
+
+
+@pytest.mark.slow
+def test_committed_number_of_the_quickest_configuration_reproduces(tmp_path: Path) -> None:
+    results = committed()
+    entry = min(results["configurations"], key=lambda entry: statistics.median(entry["seconds"]))
+    seed = entry["seeds"][0]
+    argv = [*shlex.split(entry["command"])[2:], "--seed", str(seed), "--out-dir", str(tmp_path), "--quiet"]
+    assert binary_counting.main(argv) == 0
+    run = json.loads((tmp_path / binary_counting.JSON_NAME).read_text())
+    assert run["longest_counted_length"] == entry["longest_counted_length"][0]
+
+
+def test_readme_reading_matches_the_committed_study() -> None:
+    """The README's sentences about the study, checked against its JSON."""
+    results = committed()
+    medians = {
+        entry["name"]: statistics.median(entry["longest_counted_length"])
+        for entry in results["configurations"]
+    }
+    readme = (ROOT / "README.md").read_text()
+    assert medians["published"] == 0
+    assert medians["mixed lengths, every-step target"] < medians["mixed lengths"] < 20
+    assert max(medians, key=medians.get) == "+ noaf (unbounded h)" and medians["+ noaf (unbounded h)"] >= 20
+    assert medians["+ noaf, forget bias 5"] < medians["+ noaf (unbounded h)"]
+    assert max(medians.values()) < 100 and "is not met" in readme
+    for name in ("mixed lengths", "mixed lengths, every-step target", "+ noaf (unbounded h)"):
+        assert f"{medians[name]:g}" in readme
+    small = results["configurations"][-1]
+    assert small["name"] == "+ noaf, hidden size 4, 10 epochs"
+    assert medians[small["name"]] < medians["+ noaf (unbounded h)"]
+    assert max(small["longest_counted_length"]) == max(
+        max(e["longest_counted_length"]) for e in results["configurations"]
+    )
+    assert sum(sum(entry["seconds"]) for entry in results["configurations"]) < 30 * 60
