@@ -45,6 +45,7 @@ from experiment_utils import (
     interrupts_held,
     load_checkpoint,
     lstm_path,
+    make_checkpoint,
     markdown_table,
     positive_float,
     positive_int,
@@ -477,14 +478,10 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
                     "seconds": time.perf_counter() - start,
                 }
             )
-            checkpoint = {
-                "config": config_of(args),
-                "history": list(history),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "random": random_state(device, generators),
-                "compile_seconds": result.compile_seconds,
-            }
+            generator_states = random_state(device, generators)
+            checkpoint = make_checkpoint(
+                args, history, model, optimizer, generator_states, compile_seconds=result.compile_seconds
+            )
             save_outputs(args, result, checkpoint)
         if not args.quiet:
             print(epoch_line(history[-1], args.epochs), flush=True)

@@ -575,6 +575,26 @@ def save_torch(data: object, path: Path) -> None:
     write_atomically(path, lambda partial: torch.save(data, partial))
 
 
+def make_checkpoint(
+    args: argparse.Namespace,
+    history: list[dict],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    random: dict,
+    **extra: object,
+) -> dict:
+    """What --resume needs after a finished epoch: the settings, the epochs so far, the model's and the
+    optimizer's state, every generator's state (`random_state`) and the script's own `extra` values."""
+    return {
+        "config": config_of(args),
+        "history": list(history),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "random": random,
+        **extra,
+    }
+
+
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by `save_torch`; only tensors and plain values are read (weights_only)."""
     return torch.load(path, map_location="cpu", weights_only=True)

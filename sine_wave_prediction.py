@@ -51,6 +51,7 @@ from experiment_utils import (
     interrupts_held,
     load_checkpoint,
     lstm_path,
+    make_checkpoint,
     markdown_table,
     non_negative_int,
     positive_float,
@@ -279,15 +280,9 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
             history.append(
                 {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds}
             )
-            checkpoint = {
-                "config": config_of(args),
-                "history": list(history),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "random": random_state(device, generators),
-                "forecasts": dict(result.forecasts),
-                "compile_seconds": result.compile_seconds,
-            }
+            generator_states = random_state(device, generators)
+            extra = {"forecasts": dict(result.forecasts), "compile_seconds": result.compile_seconds}
+            checkpoint = make_checkpoint(args, history, model, optimizer, generator_states, **extra)
             write_outputs(args, result, checkpoint)
         if not args.quiet:
             print(
