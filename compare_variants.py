@@ -277,7 +277,7 @@ def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
     record = {"task": task, "condition": condition, "variant": variant, "forget_bias": forget_bias}
     record |= {"seed": seed, "lstm_path": None, "epochs": len(history), "diverged": diverged}
     record["seconds"] = time.perf_counter() - start
-    metrics = {"counting_parameters" if task == "binary_counting" else "sine_parameters": None}
+    metrics = {PARAMETERS[task]: None}
     if result is not None:
         record["lstm_path"] = result.model.lstm.training_path()
         parameters = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
@@ -314,11 +314,13 @@ def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
 
 @contextlib.contextmanager
 def figures_skipped(script: ModuleType) -> Iterator[None]:
-    """Within the block the script draws no figures: its `save_figure` does nothing.
+    """Within the block the script writes no figures: its `save_figure` does nothing.
 
-    A script redraws its figures after every epoch (binary counting's has two 1 000-point scatter
-    plots); nobody looks at the figures of a study's 90 runs, and drawing them took about a third of
-    a binary-counting run on a busy 2-core machine. Training, evaluation and the JSON are untouched.
+    A script renders its figures to PNG after every epoch (binary counting's holds two 1 000-point
+    scatter plots); nobody looks at the figures of a study's 90 runs, and writing them took about a
+    quarter of a binary-counting run (65 of the first 270 s of a peephole run on the busy 2-core
+    machine). Training, evaluation and the JSON are untouched. A `--no-figures` option in the scripts
+    would be the cleaner hook.
     """
     original = script.save_figure
     script.save_figure = lambda figure, path: None

@@ -229,7 +229,7 @@ def committed_study() -> dict:
 def test_the_committed_study_is_the_documented_command_at_its_defaults():
     study = committed_study()
     assert study["config"] == compare_variants.study_config(
-        compare_variants.parse_args(["--out-dir", "figures"])
+        compare_variants.parse_args(["--out-dir", str(ROOT / "figures")])
     )
     readme = (ROOT / "README.md").read_text()
     assert "\npython compare_variants.py --out-dir figures\n" in readme
