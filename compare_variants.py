@@ -176,6 +176,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         f" settings is continued (default: {DEFAULT_OUT_DIR}/)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no line per finished run")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"train nothing: redraw the summary, {FIGURE_NAME} and the table from the study in --out-dir",
+    )
     args = parser.parse_args(argv)
     if args.seeds is None:
         args.seeds = QUICK_SEEDS if args.quick else DEFAULT_SEEDS
@@ -186,6 +191,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for task, script in TASKS.items():  # the scripts' own checks, before anything is trained
         script.parse_args(run_argv(args, task, 0, BASELINE, Path(tempfile.gettempdir())))
     previous = load_study(parser, args.out_dir)
+    if args.report_only and previous is None:
+        parser.error(f"--report-only: no study in {args.out_dir} (expected {Path(args.out_dir) / JSON_NAME})")
     if previous is not None and previous["config"] != study_config(args):
         parser.error(
             f"--out-dir {args.out_dir} holds a study with other settings"
@@ -510,7 +517,8 @@ def plot_study(study: dict) -> Figure:
         axes.grid(axis="y", alpha=0.3)
     for axes in list(axes_grid.flat)[len(METRICS) :]:
         axes.set_visible(False)
-    seeds = len(study["seeds"])
+    fewest, most = seeds_finished(study)
+    seeds = f"{most}" if fewest == most else f"{fewest}–{most}"
     figure.suptitle(
         f"LSTM variants, {seeds} seed(s) each: a dot per run, a black bar per variant's median, the dashed"
         f" line {BASELINE}'s median;\n* Welch's p < {SIGNIFICANCE} against {BASELINE}; × no value"
@@ -541,22 +549,38 @@ def new_study(args: argparse.Namespace) -> dict:
         "missing": [],
         "complete": False,
         "summary": {},
-        "note": few_seeds_note(args.seeds),
+        "note": None,
         "seconds": 0.0,
         "sessions": [],
         "machine": describe_machine() | {"torch_threads": 1},
     }
 
 
-def record_session(study: dict, session: dict, started: float, total: int) -> None:
-    """Update the study's wall time, missing runs and summary; the caller writes it."""
+def record_session(study: dict, session: dict, started: float) -> None:
+    """Update the study's wall time, and all that `refresh` derives from its runs; the caller writes it."""
     session["seconds"] = time.perf_counter() - started
     session["load_average_end"] = list(os.getloadavg())
     study["seconds"] = sum(s["seconds"] for s in study["sessions"])
+    refresh(study)
+
+
+def refresh(study: dict) -> None:
+    """Derive from the study's runs its "missing" runs, "complete", "summary" and the few-seeds "note"."""
     done = {run_id(run["task"], run["condition"], run["seed"]) for run in study["runs"]}
     study["missing"] = [name for name in study["planned"] if name not in done]
-    study["complete"] = not study["missing"] and len(done) == total
+    study["complete"] = not study["missing"]
     study["summary"] = study_summary(study["runs"], list(study["config"]["variants"]))
+    study["note"] = few_seeds_note(seeds_finished(study)[0])
+
+
+def seeds_finished(study: dict) -> tuple[int, int]:
+    """The fewest and the most finished seeds of any variant on any task."""
+    counts = [
+        sum(run["task"] == task and run["condition"] == condition for run in study["runs"])
+        for task in TASKS
+        for condition in study["config"]["variants"]
+    ]
+    return min(counts), max(counts)
 
 
 def run_jobs(
@@ -615,7 +639,7 @@ def run_study(args: argparse.Namespace) -> dict:
 
     def finished(record: dict) -> None:
         study["runs"].append(record)
-        record_session(study, session, started, len(planned))
+        record_session(study, session, started)
         save_json(study, out_dir / JSON_NAME)
         bar.update()
         if not args.quiet:
@@ -633,13 +657,13 @@ def run_study(args: argparse.Namespace) -> dict:
         if run_id(task, condition, seed) not in done
     ]
     try:
-        record_session(study, session, started, len(planned))
+        record_session(study, session, started)
         save_json(study, out_dir / JSON_NAME)
         run_jobs(jobs, args.workers, finished)
     finally:
         bar.close()
         shutil.rmtree(scratch, ignore_errors=True)
-        record_session(study, session, started, len(planned))
+        record_session(study, session, started)
         session["interrupted"] = not study["complete"]
         save_json(study, out_dir / JSON_NAME)
         if study["runs"]:
@@ -661,7 +685,16 @@ def report(study: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    out_dir = Path(args.out_dir)
     try:
+        if args.report_only:
+            study = load_study(argparse.ArgumentParser(), out_dir)
+            refresh(study)
+            save_json(study, out_dir / JSON_NAME)
+            if study["runs"]:
+                save_figure(plot_study(study), out_dir / FIGURE_NAME)
+            print(report(study))
+            return 0
         with sigterm_as_interrupt():
             study = run_study(args)
     except KeyboardInterrupt as stop:

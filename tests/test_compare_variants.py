@@ -179,6 +179,13 @@ def test_resuming_an_interrupted_study_repeats_no_finished_run(tmp_path, monkeyp
     assert study["complete"] and study["missing"] == [] and len(study["sessions"]) == 2
     assert study["summary"]["nfg"]["sine_final_mse"]["n"] == 2
 
+    # --report-only redraws from the runs and trains nothing: no new session, the same summary.
+    monkeypatch.setattr(compare_variants, "train_run", None)
+    figure = tmp_path / compare_variants.FIGURE_NAME
+    figure.unlink()
+    assert compare_variants.main([*argv, "--report-only"]) == 0
+    assert strict_json(tmp_path / compare_variants.JSON_NAME) == study and figure.is_file()
+
 
 @pytest.mark.parametrize(
     "argv",
@@ -204,6 +211,9 @@ def test_an_out_dir_that_is_a_file_or_holds_another_study_is_a_usage_error(tmp_p
         == 0
     )
     written = (tmp_path / compare_variants.JSON_NAME).read_text()
+    with pytest.raises(SystemExit) as stop:  # nothing to report on
+        compare_variants.parse_args(["--report-only", "--out-dir", str(tmp_path / "empty")])
+    assert stop.value.code == 2
     for other in (
         ["--quick", "--variants", "nig"],
         ["--seeds", "2"],
