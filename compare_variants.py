@@ -433,12 +433,16 @@ def format_cell(metric: Metric, summary: dict, condition: str) -> str:
 
 
 def summary_table(study: dict) -> str:
-    """The study as a markdown table: one row per variant, the variant's name first; each metric as
-    mean ± sd over the seeds with Welch's p against the standard cell, then the parameter counts."""
-    header = ["Variant"] + [metric.label for metric in METRICS] + ["parameters (counting / sine)"]
+    """The study as a markdown table: one row per variant, the variant's name first, then the seeds
+    finished per task; each metric as mean ± sd over the seeds with Welch's p against the standard
+    cell; last the parameter counts."""
+    header = ["Variant", "seeds (counting / sine)"]
+    header += [metric.label for metric in METRICS] + ["parameters (counting / sine)"]
     rows = []
     for condition, by_metric in study["summary"].items():
-        cells = [format_cell(metric, by_metric[metric.key], condition) for metric in METRICS]
+        seeds = [by_metric[key]["n"] + by_metric[key]["missing"] for key in PARAMETERS.values()]
+        cells = [" / ".join(map(str, seeds))]
+        cells += [format_cell(metric, by_metric[metric.key], condition) for metric in METRICS]
         counts = [by_metric[key]["median"] for key in PARAMETERS.values()]
         cells.append(" / ".join("–" if count is None else f"{count:.0f}" for count in counts))
         rows.append([condition, *cells])
