@@ -508,7 +508,7 @@ def plot_study(study: dict) -> Figure:
         reference = study["summary"][BASELINE][metric.key]["median"]
         if reference is not None:
             axes.axhline(reference * scale, color="0.4", ls="--", lw=1, zorder=0)
-        axes.set_title(textwrap.fill(metric.label, 36), fontsize=10)
+        axes.set_title(textwrap.fill(metric.label + (" (%)" if metric.percent else ""), 36), fontsize=10)
         axes.set_xticks(range(len(conditions)), conditions, rotation=60, ha="right", fontsize=10)
         axes.tick_params(axis="y", labelsize=10)
         if metric.log_scale:
