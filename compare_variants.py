@@ -1,0 +1,724 @@
+"""A small "LSTM: A Search Space Odyssey": every LSTM variant, several seeds, both tasks, statistics.
+
+Greff et al. ("LSTM: A Search Space Odyssey", IEEE TNNLS 28(10), 2017) trained eight LSTM variants
+thousands of times on speech, handwriting and music. They found that coupling the input and forget
+gates (CIFG) or removing the peepholes costs nothing, while removing the forget gate (NFG) or the
+output activation (NOAF) hurts significantly. This script asks the same of our two small tasks: it
+trains every variant in `lstm_cell.VARIANTS`, plus the standard cell with `--forget-bias 1`, with
+several seeds on binary counting and on the sine wave at their published settings. Every run calls
+the scripts' own `parse_args` and `train`, so what is compared is exactly what they train.
+
+    python compare_variants.py                      # the full study, 5 seeds, outputs in runs/variants/
+    python compare_variants.py --out-dir figures    # the same, regenerating the committed results
+    python compare_variants.py --quick              # fewer epochs, data and seeds: a trial in minutes
+    python compare_variants.py --help
+
+For each variant and metric it reports mean ± standard deviation and median over the seeds, and
+Welch's t-test against the standard cell (Welch, Biometrika 34, 1947; the test Greff et al. used),
+taken from scipy.stats. --out-dir receives variants.json (every run, the summary, the seeds, the
+study's wall time), variants.png (one panel per metric, one dot per seed) and the printed table.
+
+The runs go side by side, one process per core, each with --threads 1. Every finished run is written
+into variants.json at once (atomically), so Ctrl-C or SIGTERM keeps every finished run and running
+the same command again continues where it stopped.
+
+Importable: `main(argv)` runs a study; `summarize`, `welch_test` and `summary_table` work on its JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import datetime
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+from scipy import stats
+from tqdm.auto import tqdm
+
+import binary_counting
+import sine_wave_prediction
+from experiment_utils import (
+    INTERRUPTED_EXIT_STATUS,
+    MAX_SEED,
+    TERMINATED_EXIT_STATUS,
+    WRITE_FAILED_EXIT_STATUS,
+    Diverged,
+    OutputError,
+    Terminated,
+    check_out_dir,
+    describe_machine,
+    markdown_table,
+    positive_int,
+    save_figure,
+    save_json,
+    sigterm_as_interrupt,
+    thread_count,
+)
+from lstm_cell import VARIANTS
+
+JSON_NAME = "variants.json"
+FIGURE_NAME = "variants.png"
+DEFAULT_OUT_DIR = "runs/variants"  # outside the tracked files: a trial run changes nothing in git
+BASELINE = "standard"  # every variant is tested against this one
+FEW_SEEDS = 5  # with fewer seeds per variant a t-test can only detect very large differences
+SIGNIFICANCE = 0.05  # the level at which the figure stars a variant
+
+# What is compared: name → (--variant, --forget-bias). The standard cell is Greff et al.'s NP (no
+# peepholes); "peephole" is their vanilla LSTM (V). "standard-fb1" starts every forget gate open
+# (Jozefowicz et al., ICML 2015).
+CONDITIONS: dict[str, tuple[str, float | None]] = {name: (name, None) for name in VARIANTS}
+CONDITIONS["standard-fb1"] = ("standard", 1.0)
+
+TASKS = {"binary_counting": binary_counting, "sine_wave": sine_wave_prediction}
+# Settings every run of the study takes, whatever the task: one thread per process (the processes
+# share the cores), no progress bars, the CPU (models this small gain nothing from a GPU), and no
+# forecast figures (the sine script draws none when --plot-epochs is given no epochs).
+COMMON_ARGV = ["--threads", "1", "--quiet", "--device", "cpu"]
+TASK_ARGV = {"binary_counting": [], "sine_wave": ["--plot-epochs"]}
+# --quick: a trial that finishes in under 3 minutes on 2 cores. It learns little (binary counting
+# needs ~1 500 Adam steps to leave its first plateau), but every run, file and statistic is made.
+QUICK_ARGV = {
+    "binary_counting": ["--epochs", "2", "--train-samples", "2000", "--valid-samples", "200"],
+    "sine_wave": ["--epochs", "2", "--batch-size", "8", "--lr", "0.08"],
+}
+QUICK_SEEDS = 2
+DEFAULT_SEEDS = 5
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number measured per run: its key in a run's "metrics", the task and how to show it."""
+
+    key: str
+    task: str
+    label: str  # the figure's panel title and the table's column
+    percent: bool = False  # a fraction shown as a percentage
+    log_scale: bool = False
+    tested: bool = True  # a significance test against the baseline is reported in the table
+
+
+METRICS = (
+    Metric("counting_valid_accuracy", "binary_counting", "counting: final valid accuracy", percent=True),
+    Metric("counting_valid_loss", "binary_counting", "counting: final valid loss (MSE)", log_scale=True),
+    Metric("counting_epoch_99", "binary_counting", "counting: first epoch with valid accuracy ≥ 99 %"),
+    Metric("counting_accuracy_40", "binary_counting", "counting: accuracy at 40 bits", percent=True),
+    Metric("sine_final_mse", "sine_wave", "sine: final held-out forecast MSE", log_scale=True),
+    Metric("sine_best_mse", "sine_wave", "sine: best held-out forecast MSE", log_scale=True),
+    Metric("sine_unseen_mse", "sine_wave", "sine: unseen signals, mean forecast MSE", log_scale=True),
+    Metric("counting_seconds_per_epoch", "binary_counting", "counting: seconds per epoch", tested=False),
+    Metric("sine_seconds_per_epoch", "sine_wave", "sine: seconds per epoch", tested=False),
+)
+PARAMETERS = {"binary_counting": "counting_parameters", "sine_wave": "sine_parameters"}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The study's settings; bad values, and an --out-dir holding another study, exit with status 2."""
+    parser = argparse.ArgumentParser(
+        description="Train every LSTM variant with several seeds on both tasks and compare them.",
+        epilog="exit status: 0 finished; 2 usage error (before anything is written);"
+        f" {INTERRUPTED_EXIT_STATUS} Ctrl-C; {TERMINATED_EXIT_STATUS} SIGTERM (both keep every finished run:"
+        " run the same command"
+        f" again to continue); {WRITE_FAILED_EXIT_STATUS} an output file could not be written",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=f"seeds per variant and task, 0 … N-1 (default: {DEFAULT_SEEDS}; {QUICK_SEEDS} with --quick)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(CONDITIONS),
+        default=list(CONDITIONS),
+        metavar="NAME",
+        help=f"the variants to train, {BASELINE} always among them (default: all: {' '.join(CONDITIONS)})",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer epochs, data and seeds: under 3 minutes on 2 cores"
+    )
+    parser.add_argument(
+        "--workers",
+        type=thread_count,
+        default=os.cpu_count() or 1,
+        help="runs trained side by side, one process each, at most this machine's logical cores"
+        " (default: all of them; 1 trains one run after another in this process)",
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path(DEFAULT_OUT_DIR),
+        help=f"where {JSON_NAME} and {FIGURE_NAME} go; a folder holding an unfinished study with the same"
+        f" settings is continued (default: {DEFAULT_OUT_DIR}/)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no line per finished run")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help=f"train nothing: redraw the summary, {FIGURE_NAME} and the table from the study in --out-dir",
+    )
+    args = parser.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = QUICK_SEEDS if args.quick else DEFAULT_SEEDS
+    if args.seeds - 1 > MAX_SEED:
+        parser.error(f"--seeds: at most {MAX_SEED + 1}, got {args.seeds}")
+    args.variants = [name for name in CONDITIONS if name in set(args.variants) | {BASELINE}]
+    check_out_dir(parser, args.out_dir)
+    for task, script in TASKS.items():  # the scripts' own checks, before anything is trained
+        script.parse_args(run_argv(args, task, 0, BASELINE, Path(tempfile.gettempdir())))
+    previous = load_study(parser, args.out_dir)
+    if args.report_only and previous is None:
+        parser.error(f"--report-only: no study in {args.out_dir} (expected {Path(args.out_dir) / JSON_NAME})")
+    if previous is not None and previous["config"] != study_config(args):
+        parser.error(
+            f"--out-dir {args.out_dir} holds a study with other settings"
+            f" ({describe_difference(previous, args)}); give the same options to continue it,"
+            " or another --out-dir"
+        )
+    return args
+
+
+def task_argv(quick: bool, task: str) -> list[str]:
+    """The settings of every run of `task` in the study: the published ones, or --quick's."""
+    return COMMON_ARGV + TASK_ARGV[task] + (QUICK_ARGV[task] if quick else [])
+
+
+def run_argv(args: argparse.Namespace, task: str, seed: int, condition: str, out_dir: Path) -> list[str]:
+    """The command line of one run: the task's settings, the seed, the variant and a scratch folder."""
+    variant, forget_bias = CONDITIONS[condition]
+    argv = [*task_argv(args.quick, task), "--seed", str(seed), "--variant", variant]
+    argv += [] if forget_bias is None else ["--forget-bias", str(forget_bias)]
+    return [*argv, "--out-dir", str(out_dir)]
+
+
+def study_config(args: argparse.Namespace) -> dict:
+    """What makes two studies the same study (where and how fast they run does not)."""
+    return {
+        "quick": args.quick,
+        "variants": {
+            name: {"variant": CONDITIONS[name][0], "forget_bias": CONDITIONS[name][1]}
+            for name in args.variants
+        },
+        "seeds": list(range(args.seeds)),
+        "argv": {task: task_argv(args.quick, task) for task in TASKS},
+    }
+
+
+def describe_difference(previous: dict, args: argparse.Namespace) -> str:
+    current = study_config(args)
+    return ", ".join(
+        f"{key}: {previous['config'].get(key)} there, {value} here"
+        for key, value in current.items()
+        if previous["config"].get(key) != value
+    )
+
+
+def load_study(parser: argparse.ArgumentParser, out_dir: Path) -> dict | None:
+    """The study in `out_dir`/variants.json, or None where there is none; a usage error if unreadable."""
+    path = Path(out_dir) / JSON_NAME
+    if not path.exists():
+        return None
+    try:
+        study = json.loads(path.read_text())
+        if not isinstance(study["config"], dict) or not isinstance(study["runs"], list):
+            raise TypeError("config or runs")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        parser.error(
+            f"--out-dir: {path} is not a study this script can continue ({error}); use another --out-dir"
+        )
+    return study
+
+
+# ---------------------------------------------------------------------------------------------------
+# One run
+
+
+def run_id(task: str, condition: str, seed: int) -> str:
+    return f"{task}/{condition}/seed {seed}"
+
+
+def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
+    """Train one run with the task script's own parse_args and train; return its record.
+
+    The record: "task", "condition", "variant", "forget_bias", "seed", "lstm_path", "epochs" (finished),
+    "diverged" (the epoch whose training loss was not finite, or None), "seconds" (wall time) and
+    "metrics" (METRICS of the task and the parameter count; None where a diverged run has no value).
+    The script's own files go to the --out-dir in `argv`, a scratch folder. Raises OutputError when a
+    file cannot be written.
+    """
+    script = TASKS[task]
+    args = script.parse_args(argv)
+    start = time.perf_counter()
+    history: list[dict] = []
+    result, diverged = None, None
+    try:
+        with figures_skipped(script):
+            result = script.train(args, history)
+    except Diverged as error:
+        diverged = error.epoch
+    variant, forget_bias = CONDITIONS[condition]
+    record = {"task": task, "condition": condition, "variant": variant, "forget_bias": forget_bias}
+    record |= {"seed": seed, "lstm_path": None, "epochs": len(history), "diverged": diverged}
+    record["seconds"] = time.perf_counter() - start
+    metrics = {PARAMETERS[task]: None}
+    if result is not None:
+        record["lstm_path"] = result.model.lstm.training_path()
+        parameters = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+        metrics[PARAMETERS[task]] = parameters
+    seconds = [epoch["seconds"] for epoch in history]
+    if task == "binary_counting":
+        first_99 = [epoch["epoch"] for epoch in history if epoch["valid_accuracy"] >= 0.99]
+        metrics |= {
+            "counting_valid_accuracy": history[-1]["valid_accuracy"] if result else None,
+            "counting_valid_loss": history[-1]["valid_loss"] if result else None,
+            "counting_epoch_99": first_99[0] if first_99 else None,
+            "counting_accuracy_40": result.length_generalization["40"]["accuracy"]
+            if result and "40" in result.length_generalization
+            else None,
+            "counting_seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+        }
+    else:
+        test_losses = [epoch["test_loss"] for epoch in history]
+        metrics |= {
+            "sine_final_mse": test_losses[-1] if result else None,
+            "sine_best_mse": float(np.nanmin(test_losses)) if result else None,
+            "sine_unseen_mse": float(np.mean(list(result.generalization.values()))) if result else None,
+            "sine_seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+        }
+        record["unseen_mse_by_signal"] = result.generalization if result else None
+    if task == "binary_counting" and result is not None:
+        record["accuracy_by_length"] = {
+            length: scores["accuracy"] for length, scores in result.length_generalization.items()
+        }
+    record["metrics"] = metrics
+    record["history"] = history
+    return record
+
+
+@contextlib.contextmanager
+def figures_skipped(script: ModuleType) -> Iterator[None]:
+    """Within the block the script writes no figures: its `save_figure` does nothing.
+
+    A script renders its figures to PNG after every epoch (binary counting's holds two 1 000-point
+    scatter plots); nobody looks at the figures of a study's 90 runs, and writing them took about a
+    quarter of a binary-counting run (65 of the first 270 s of a peephole run on the busy 2-core
+    machine). Training, evaluation and the JSON are untouched. A `--no-figures` option in the scripts
+    would be the cleaner hook.
+    """
+    original = script.save_figure
+    script.save_figure = lambda figure, path: None
+    try:
+        yield
+    finally:
+        script.save_figure = original
+
+
+def ignore_interrupts() -> None:
+    """A worker's initializer: Ctrl-C reaches every process of the terminal, but only the main process
+    acts on it (it stops the workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def welch_test(values: Sequence[float], baseline: Sequence[float]) -> tuple[float | None, float | None]:
+    """(t, two-sided p) of Welch's unequal-variances t-test of `values` against `baseline`.
+
+    scipy.stats.ttest_ind(equal_var=False) (Welch, Biometrika 34, 1947). None for both where a group
+    has fewer than two values or the test is undefined (both groups without any variance).
+    """
+    if len(values) < 2 or len(baseline) < 2:
+        return None, None
+    with warnings.catch_warnings():  # identical values: scipy warns and returns NaN, reported as None
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(values, baseline, equal_var=False)
+    t, p = float(result.statistic), float(result.pvalue)
+    return (t, p) if math.isfinite(t) and math.isfinite(p) else (None, None)
+
+
+def summarize(values: Sequence[float | None], baseline: Sequence[float | None] | None) -> dict:
+    """Mean, standard deviation (n - 1), median and Welch's test against `baseline` (None: no test).
+
+    None values (a run that never reached a threshold or diverged) are left out and counted as
+    "missing". Returns {"n", "missing", "mean", "sd", "median", "t", "p"}, None where undefined.
+    """
+    present = [value for value in values if value is not None]
+    summary = {"n": len(present), "missing": len(values) - len(present)}
+    summary["mean"] = float(np.mean(present)) if present else None
+    summary["sd"] = float(np.std(present, ddof=1)) if len(present) > 1 else None
+    summary["median"] = float(np.median(present)) if present else None
+    reference = [value for value in baseline or [] if value is not None]
+    summary["t"], summary["p"] = welch_test(present, reference) if baseline is not None else (None, None)
+    return summary
+
+
+def study_summary(runs: list[dict], conditions: Sequence[str]) -> dict:
+    """{condition: {metric: summarize(...)}} over `runs`, every metric tested against BASELINE."""
+
+    def values(condition: str, key: str) -> list:
+        return [
+            run["metrics"][key] for run in runs if run["condition"] == condition and key in run["metrics"]
+        ]
+
+    keys = [metric.key for metric in METRICS] + list(PARAMETERS.values())
+    return {
+        condition: {
+            key: summarize(values(condition, key), None if condition == BASELINE else values(BASELINE, key))
+            for key in keys
+        }
+        for condition in conditions
+    }
+
+
+def few_seeds_note(seeds: int) -> str | None:
+    if seeds >= FEW_SEEDS:
+        return None
+    return (
+        f"Only {seeds} seed(s) per variant: Welch's t-test can then detect only very large differences"
+        f" (or none, with one seed); read p-values as weak evidence. {FEW_SEEDS} or more are advised."
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The table and the figure
+
+
+def format_value(metric: Metric, value: float) -> str:
+    if metric.percent:
+        return f"{100 * value:.2f}%"
+    if metric.log_scale:
+        return f"{value:.2g}"
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def format_cell(metric: Metric, summary: dict, condition: str) -> str:
+    """ "mean ± sd (p …)": p from Welch's test against the baseline; the runs that never counted."""
+    if summary["n"] == 0:
+        return "–"
+    cell = format_value(metric, summary["mean"])
+    if summary["sd"] is not None:
+        cell += " ± " + format_value(metric, summary["sd"])
+    if metric.tested and condition != BASELINE:
+        cell += " (p –)" if summary["p"] is None else f" (p {summary['p']:.2g})"
+    if summary["missing"]:
+        never = "never" if metric.key == "counting_epoch_99" else "none"
+        cell += f"; {never} in {summary['missing']}"
+    return cell
+
+
+def summary_table(study: dict) -> str:
+    """The study as a markdown table: one row per variant, the variant's name first, then the seeds
+    finished per task; each metric as mean ± sd over the seeds with Welch's p against the standard
+    cell; last the parameter counts."""
+    header = ["Variant", "seeds (counting / sine)"]
+    header += [metric.label for metric in METRICS] + ["parameters (counting / sine)"]
+    rows = []
+    for condition, by_metric in study["summary"].items():
+        seeds = [by_metric[key]["n"] + by_metric[key]["missing"] for key in PARAMETERS.values()]
+        cells = [" / ".join(map(str, seeds))]
+        cells += [format_cell(metric, by_metric[metric.key], condition) for metric in METRICS]
+        counts = [by_metric[key]["median"] for key in PARAMETERS.values()]
+        cells.append(" / ".join("–" if count is None else f"{count:.0f}" for count in counts))
+        rows.append([condition, *cells])
+    return markdown_table(header, rows)
+
+
+def minor_tick_label(axes, value: float, position: int) -> str:
+    """A log axis's minor tick labelled only when the axis spans less than a decade."""
+    low, high = axes.get_ylim()
+    return f"{value:.3g}" if high < 10 * low else ""
+
+
+def plot_study(study: dict) -> Figure:
+    """One panel per metric: every seed a dot, the variants side by side, each variant's median a
+    black bar and the standard cell's median a dashed line; * marks p < SIGNIFICANCE against it."""
+    conditions = list(study["summary"])
+    columns = 3
+    rows = math.ceil(len(METRICS) / columns)
+    figure = Figure(figsize=(10, 3.3 * rows + 0.8), layout="constrained")
+    axes_grid = figure.subplots(rows, columns, squeeze=False)
+    for metric, axes in zip(METRICS, axes_grid.flat, strict=False):
+        scale = 100 if metric.percent else 1
+        for position, condition in enumerate(conditions):
+            runs = [
+                run for run in study["runs"] if run["condition"] == condition and metric.key in run["metrics"]
+            ]
+            values = [run["metrics"][metric.key] for run in runs]
+            offsets = np.linspace(-0.25, 0.25, len(values)) if len(values) > 1 else [0.0] * len(values)
+            present = [
+                (position + offset, value * scale)
+                for offset, value in zip(offsets, values, strict=True)
+                if value is not None
+            ]
+            if present:
+                axes.plot(*zip(*present, strict=True), "o", color="C0", ms=4, alpha=0.8)
+            missing = [
+                position + offset for offset, value in zip(offsets, values, strict=True) if value is None
+            ]
+            if missing:
+                # A run without a value (never reached 99 %, or diverged) sits on the top edge.
+                axes.plot(
+                    missing,
+                    [1.0] * len(missing),
+                    "x",
+                    color="C3",
+                    ms=6,
+                    clip_on=False,
+                    transform=axes.get_xaxis_transform(),
+                )
+            summary = study["summary"][condition][metric.key]
+            if summary["median"] is not None:
+                axes.hlines(summary["median"] * scale, position - 0.35, position + 0.35, color="k", lw=2)
+            if metric.tested and summary["p"] is not None and summary["p"] < SIGNIFICANCE:
+                axes.text(
+                    position,
+                    0.02,
+                    "*",
+                    transform=axes.get_xaxis_transform(),
+                    ha="center",
+                    fontsize=14,
+                    color="C3",
+                )
+        reference = study["summary"][BASELINE][metric.key]["median"]
+        if reference is not None:
+            axes.axhline(reference * scale, color="0.4", ls="--", lw=1, zorder=0)
+        axes.set_title(textwrap.fill(metric.label + (" (%)" if metric.percent else ""), 36), fontsize=10)
+        axes.set_xticks(range(len(conditions)), conditions, rotation=60, ha="right", fontsize=10)
+        axes.tick_params(axis="y", labelsize=10)
+        if metric.log_scale:
+            axes.set_yscale("log")
+            # Plain numbers (0.002, 0.5) where matplotlib would write 2×10⁻³, on the minor ticks too
+            # when the data span less than a decade and have no major tick to read.
+            axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+            axes.yaxis.set_minor_formatter(FuncFormatter(partial(minor_tick_label, axes)))
+        axes.set_xlim(-0.6, len(conditions) - 0.4)
+        axes.grid(axis="y", alpha=0.3)
+    for axes in list(axes_grid.flat)[len(METRICS) :]:
+        axes.set_visible(False)
+    fewest, most = seeds_finished(study)
+    seeds = f"{most}" if fewest == most else f"{fewest}–{most}"
+    figure.suptitle(
+        f"LSTM variants, {seeds} seed(s) each: a dot per run, a black bar per variant's median, the dashed"
+        f" line {BASELINE}'s median;\n* Welch's p < {SIGNIFICANCE} against {BASELINE}; × no value"
+        " (never reached 99 %, or diverged), drawn on the top edge",
+        fontsize=10,
+    )
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------------
+# The study
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """Every (task, condition, seed), one seed of every variant and task before the next seed, so that
+    a study stopped early has compared every variant (with fewer seeds). Within a seed the slowest
+    runs go first, so that the cores stay busy: binary counting before the sine wave, the variants
+    that autograd differentiates before the standard cell's hand-derived backward pass."""
+    order = sorted(args.variants, key=lambda name: CONDITIONS[name][0] == "standard")
+    return [(task, condition, seed) for seed in range(args.seeds) for task in TASKS for condition in order]
+
+
+def new_study(args: argparse.Namespace) -> dict:
+    return {
+        "config": study_config(args),
+        "seeds": list(range(args.seeds)),
+        "runs": [],
+        "missing": [],
+        "complete": False,
+        "summary": {},
+        "note": None,
+        "seconds": 0.0,
+        "sessions": [],
+        "machine": describe_machine() | {"torch_threads": 1},
+    }
+
+
+def record_session(study: dict, session: dict, started: float) -> None:
+    """Update the study's wall time, and all that `refresh` derives from its runs; the caller writes it."""
+    session["seconds"] = time.perf_counter() - started
+    session["load_average_end"] = list(os.getloadavg())
+    study["seconds"] = sum(s["seconds"] for s in study["sessions"])
+    refresh(study)
+
+
+def refresh(study: dict) -> None:
+    """Derive from the study's runs its "missing" runs, "complete", "summary" and the few-seeds "note"."""
+    done = {run_id(run["task"], run["condition"], run["seed"]) for run in study["runs"]}
+    study["missing"] = [name for name in study["planned"] if name not in done]
+    study["complete"] = not study["missing"]
+    study["summary"] = study_summary(study["runs"], list(study["config"]["variants"]))
+    study["note"] = few_seeds_note(seeds_finished(study)[0])
+
+
+def seeds_finished(study: dict) -> tuple[int, int]:
+    """The fewest and the most finished seeds of any variant on any task."""
+    counts = [
+        sum(run["task"] == task and run["condition"] == condition for run in study["runs"])
+        for task in TASKS
+        for condition in study["config"]["variants"]
+    ]
+    return min(counts), max(counts)
+
+
+def run_jobs(
+    jobs: list[tuple[str, str, int, list[str]]], workers: int, finished: Callable[[dict], None]
+) -> None:
+    """Train every job, `workers` at a time in their own processes (spawned, so nothing of this
+    process's state is inherited), and hand each record to `finished` as it ends.
+
+    With workers == 1 the jobs run here, one after another. On any exception (Ctrl-C and SIGTERM
+    included) the workers are stopped at once and the exception propagates; finished records have
+    been handed over already.
+    """
+    if workers == 1:
+        for job in jobs:
+            finished(train_run(*job))
+        return
+    context = multiprocessing.get_context("spawn")
+    executor = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=ignore_interrupts
+    )
+    try:
+        futures = [executor.submit(train_run, *job) for job in jobs]
+        for future in concurrent.futures.as_completed(futures):
+            finished(future.result())
+    except BaseException:
+        # The pool has no public way to stop a running task: end its processes (a run killed midway
+        # is simply run again next time), then let the pool notice and cancel the rest.
+        for process in list(getattr(executor, "_processes", {}).values()):
+            process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+
+
+def run_study(args: argparse.Namespace) -> dict:
+    """Run every planned run not yet in --out-dir's study, writing the study after each one.
+
+    Returns the study (as written to variants.json). Raises KeyboardInterrupt (Terminated for
+    SIGTERM) after writing what has finished, and OutputError when a file cannot be written.
+    """
+    out_dir = Path(args.out_dir)
+    study = load_study(argparse.ArgumentParser(), out_dir) or new_study(args)
+    planned = plan(args)
+    study["planned"] = [run_id(*job) for job in planned]
+    done = {run_id(run["task"], run["condition"], run["seed"]) for run in study["runs"]}
+    session = {
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "workers": args.workers,
+        "runs_at_start": len(done),
+        "load_average_start": list(os.getloadavg()),
+    }
+    study["sessions"].append(session)
+    started = time.perf_counter()
+    bar = tqdm(total=len(planned), initial=len(done), desc="runs", unit="run", disable=args.quiet or None)
+    scratch = Path(tempfile.mkdtemp(prefix="compare_variants-"))
+
+    def finished(record: dict) -> None:
+        study["runs"].append(record)
+        record_session(study, session, started)
+        save_json(study, out_dir / JSON_NAME)
+        bar.update()
+        if not args.quiet:
+            metrics = ", ".join(
+                f"{key} {value:.3g}" for key, value in record["metrics"].items() if isinstance(value, float)
+            )
+            bar.write(
+                f"{run_id(record['task'], record['condition'], record['seed'])}: {record['seconds']:.0f} s;"
+                f" {metrics}"
+            )
+
+    jobs = [
+        (task, condition, seed, run_argv(args, task, seed, condition, scratch / f"{task}-{condition}-{seed}"))
+        for task, condition, seed in planned
+        if run_id(task, condition, seed) not in done
+    ]
+    try:
+        record_session(study, session, started)
+        save_json(study, out_dir / JSON_NAME)
+        run_jobs(jobs, args.workers, finished)
+    finally:
+        bar.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+        record_session(study, session, started)
+        session["interrupted"] = not study["complete"]
+        save_json(study, out_dir / JSON_NAME)
+        if study["runs"]:
+            save_figure(plot_study(study), out_dir / FIGURE_NAME)
+    return study
+
+
+def report(study: dict) -> str:
+    lines = [summary_table(study)]
+    if study.get("note"):
+        lines.append(f"\nNote: {study['note']}")
+    if study["missing"]:
+        lines.append(f"\n{len(study['missing'])} run(s) not finished yet: {', '.join(study['missing'])}")
+    lines.append(
+        f"\nStudy wall time: {study['seconds'] / 60:.1f} min over {len(study['sessions'])} session(s)."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    try:
+        if args.report_only:
+            study = load_study(argparse.ArgumentParser(), out_dir)
+            refresh(study)
+            save_json(study, out_dir / JSON_NAME)
+            if study["runs"]:
+                save_figure(plot_study(study), out_dir / FIGURE_NAME)
+            print(report(study))
+            return 0
+        with sigterm_as_interrupt():
+            study = run_study(args)
+    except KeyboardInterrupt as stop:
+        name = "Terminated (SIGTERM)" if isinstance(stop, Terminated) else "Interrupted"
+        study = json.loads((Path(args.out_dir) / JSON_NAME).read_text())
+        print(
+            f"\n{name}: {len(study['runs'])} of {len(study['planned'])} runs finished and kept in"
+            f" {Path(args.out_dir) / JSON_NAME}; run the same command again to continue.",
+            file=sys.stderr,
+        )
+        if study["runs"]:
+            print(report(study))
+        return TERMINATED_EXIT_STATUS if isinstance(stop, Terminated) else INTERRUPTED_EXIT_STATUS
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return WRITE_FAILED_EXIT_STATUS
+    print(report(study))
+    print(f"\nWrote {Path(args.out_dir) / JSON_NAME} and {Path(args.out_dir) / FIGURE_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
