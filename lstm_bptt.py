@@ -32,19 +32,32 @@ It is first-order only: a backward pass with create_graph=True raises, naming th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
 
-def run_layer(x: Tensor, h_0: Tensor, c_0: Tensor, W_x: Tensor, W_h: Tensor, b: Tensor | None):
+def run_layer(
+    x: Tensor,
+    h_0: Tensor,
+    c_0: Tensor,
+    W_x: Tensor,
+    W_h: Tensor,
+    b: Tensor | None,
+    parameters: Sequence[Tensor] = (),
+):
     """One layer over a sequence: (every step's h (T, batch, hidden), (h_T, c_T)).
 
     x is (T, batch, input_size); h_0 and c_0 are (batch, hidden); W_x (4·hidden, input_size),
     W_h (4·hidden, hidden) and b (4·hidden,) or None hold the gates stacked [o; i; f; g].
+    `parameters`: the tensors W_x, W_h and b were stacked from. Backward raises if one of them was
+    changed in place after the forward pass, as autograd does for the tensors it saves (the stacked
+    copies would hide the change and give the gradient at the old values).
     """
     flat = x.reshape(-1, x.shape[-1])
     x_proj = (flat @ W_x.T if b is None else torch.addmm(b, flat, W_x.T)).view(*x.shape[:2], -1)
-    hs, c_last = LSTMLayerBPTT.apply(x_proj, h_0, c_0, W_h)
+    hs, c_last = LSTMLayerBPTT.apply(x_proj, h_0, c_0, W_h, tuple(parameters))
     return hs, (hs[-1].clone(), c_last)
 
 
@@ -52,7 +65,11 @@ class LSTMLayerBPTT(torch.autograd.Function):
     """The equations of this module's docstring, forward and backward, over a whole layer."""
 
     @staticmethod
-    def forward(ctx, x_proj: Tensor, h_0: Tensor, c_0: Tensor, W_h: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx, x_proj: Tensor, h_0: Tensor, c_0: Tensor, W_h: Tensor, parameters: tuple
+    ) -> tuple[Tensor, Tensor]:
+        ctx.parameters = parameters
+        ctx.versions = [parameter._version for parameter in parameters]
         steps, batch, four_hidden = x_proj.shape
         hidden = four_hidden // 4
         gates = x_proj.new_empty(steps, batch, four_hidden)  # every step's activated [o, i, f, g]
@@ -85,6 +102,13 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 "pass asked for a graph of the gradient (create_graph=True: gradients of gradients, "
                 "gradient penalties, Hessian-vector products); build the LSTM with backward='autograd'"
             )
+        changed = [p._version != v for p, v in zip(ctx.parameters, ctx.versions, strict=True)]
+        if any(changed):
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace "
+                "operation: a parameter of the LSTM changed after the forward pass (lstm_bptt); run the "
+                "forward pass again after changing it"
+            )
         gates, cs, tanh_cs, h_0, hs, W_h = ctx.saved_tensors
         steps, batch, hidden = hs.shape
         da_o_by_dh, dc_by_dh, da_ifg_by_dc = local_derivatives(gates, cs, tanh_cs)
@@ -108,7 +132,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
         grad_h_0 = grad_gates[0] @ W_h
         h_previous = torch.cat((h_0.unsqueeze(0), hs[:-1]))
         grad_W_h = grad_gates.flatten(0, 1).T @ h_previous.flatten(0, 1)
-        return grad_gates, grad_h_0, dc_carried, grad_W_h
+        return grad_gates, grad_h_0, dc_carried, grad_W_h, None
 
 
 def local_derivatives(gates: Tensor, cs: Tensor, tanh_cs: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -530,8 +530,11 @@ def run_step_by_step(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[T
 
 
 def run_bptt(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """The standard equations with `lstm_bptt`'s hand-derived backward pass (for a checked cell only)."""
-    return lstm_bptt.run_layer(x, h, c, *stacked_weights(cell, order="oifg"))
+    """The standard equations with `lstm_bptt`'s hand-derived backward pass (for a checked cell only).
+
+    The parameters go to lstm_bptt as well, which checks in backward that none changed in place."""
+    parameters = gate_parameters(cell, "oifg")
+    return lstm_bptt.run_layer(x, h, c, *stack(parameters, 4), parameters=parameters)
 
 
 PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
@@ -562,13 +565,25 @@ def run_stacked(
     return torch.stack(outputs), (h, c)
 
 
+def gate_parameters(cell: LSTMCell, order: str) -> list[Tensor]:
+    """The cell's W_i*, then W_h*, then b_* (with bias), each group in the gate order `order`."""
+    parameters = [getattr(cell, f"{kind}{gate}") for kind in ("W_i", "W_h") for gate in order]
+    return parameters + ([getattr(cell, f"b_{gate}") for gate in order] if cell.bias else [])
+
+
+def stack(parameters: list[Tensor], gates: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(W_x, W_h, b): each group of `gates` parameters concatenated; b is None without bias."""
+    W_x, W_h, *b = (
+        torch.cat(parameters[start : start + gates]) for start in range(0, len(parameters), gates)
+    )
+    return W_x, W_h, b[0] if b else None
+
+
 def stacked_weights(cell: LSTMCell, order: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """(W_x, W_h, b): the cell's gate matrices stacked in the order of `order` (default: cell.GATES);
     b is None without bias. AttributeError for a gate the cell does not have."""
     order = cell.GATES if order is None else order
-    parameters = [getattr(cell, f"{kind}{gate}") for kind in ("W_i", "W_h") for gate in order]
-    parameters += [getattr(cell, f"b_{gate}") for gate in order] if cell.bias else []
-    W_x, W_h, *b = StackParameters.apply(len(order), *parameters)
+    W_x, W_h, *b = StackParameters.apply(len(order), *gate_parameters(cell, order))
     return W_x, W_h, b[0] if b else None
 
 
@@ -584,8 +599,7 @@ class StackParameters(torch.autograd.Function):
     def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor, ...]:
         ctx.save_for_backward(*parameters)
         ctx.gates = gates
-        groups = range(0, len(parameters), gates)
-        return tuple(torch.cat(parameters[start : start + gates]) for start in groups)
+        return tuple(weight for weight in stack(list(parameters), gates) if weight is not None)
 
     @staticmethod
     def backward(ctx, *gradients: Tensor) -> tuple[Tensor | None, ...]:
@@ -615,17 +629,26 @@ def agrees_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
     return _agreement[key]
 
 
+_methods_of_class: dict[type, tuple[tuple[type, str], ...]] = {}
+
+
 def definition_of(cell: LSTMCell) -> tuple:
-    classes = [klass for klass in type(cell).__mro__ if klass not in (nn.Module, object)]
-    methods = tuple(
-        (name, value)
-        for klass in classes
-        for name, value in vars(klass).items()
-        if isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
-    )
+    """What `cell` computes, as a hashable value: its class, the current methods of the class and its
+    bases (looked up anew each time, so a method replaced on the class is seen), methods set on the
+    instance, its forward hooks and its parameter names."""
+    cls = type(cell)
+    if cls not in _methods_of_class:
+        _methods_of_class[cls] = tuple(
+            (klass, name)
+            for klass in cls.__mro__
+            if klass not in (nn.Module, object)
+            for name, value in vars(klass).items()
+            if isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
+        )
+    methods = tuple(klass.__dict__.get(name) for klass, name in _methods_of_class[cls])
     instance = tuple((name, value) for name, value in vars(cell).items() if callable(value))
     hooks = tuple((*cell._forward_pre_hooks.values(), *cell._forward_hooks.values()))
-    return (type(cell), methods, instance, hooks, tuple(name for name, _ in cell.named_parameters()))
+    return (cls, methods, instance, hooks, tuple(cell._parameters))
 
 
 @torch.no_grad()
