@@ -412,8 +412,9 @@ class LSTM(nn.Module):
                     "works in eager mode only; use backward='auto' or 'autograd'"
                 )
             return run_step_by_step
+        definition = definition_of(cell)  # computed once: both checks below are keyed on it
         if needs_grad and self.backward != "autograd":
-            if agrees_with_forward(cell, run_bptt):
+            if agrees_with_forward(cell, run_bptt, definition):
                 return run_bptt
             if self.backward == "bptt":
                 raise ValueError(
@@ -422,7 +423,7 @@ class LSTM(nn.Module):
                     "edited cell); use backward='autograd' (or 'auto'), which differentiates the cell's "
                     "own forward"
                 )
-        return run_stacked if agrees_with_forward(cell, run_stacked) else run_step_by_step
+        return run_stacked if agrees_with_forward(cell, run_stacked, definition) else run_step_by_step
 
     def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
         """x as (seq_len, batch, input_size), the checked state, and the inverse of that layout."""
@@ -614,7 +615,7 @@ PATH_NAMES = {run_bptt: "bptt", run_stacked: "autograd", run_step_by_step: "auto
 _agreement: dict[tuple, bool] = {}
 
 
-def agrees_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
+def agrees_with_forward(cell: LSTMCell, run_layer: Callable, definition: tuple | None = None) -> bool:
     """Whether `run_layer(cell, x, h, c)` computes what stepping `cell(x_t, (h, c))` computes.
 
     Checked on a float64 copy of the cell over a short random sequence (to 1e-9; the random numbers
@@ -622,8 +623,9 @@ def agrees_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
     definition: its class, every method of the class and of its bases, methods and hooks set on the
     instance, and its parameter names. So an edit of the source, a subclass, a replaced method or a
     forward hook is always checked anew, and a runner that computes something else is never used.
+    `definition`: `definition_of(cell)`, when the caller has it already.
     """
-    key = (run_layer, definition_of(cell))
+    key = (run_layer, definition_of(cell) if definition is None else definition)
     if key not in _agreement:
         _agreement[key] = compare_with_forward(cell, run_layer)
     return _agreement[key]
