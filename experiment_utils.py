@@ -447,7 +447,7 @@ def build_model(
 
 def lstm_path(model: LastStepRegressor, compiled: bool = False) -> str:
     """How the model's LSTM runs a training step: "torch.nn.LSTM" for --cell torch, else the hand-written
-    layer's `training_path()` ("bptt", "autograd" or "autograd, step by step"); under --compile the
+    layer's `training_path()` (a value of `lstm_cell.PATH_NAMES`); under --compile the
     layer steps the cell itself and autograd differentiates the compiled graph."""
     if isinstance(model.lstm, nn.LSTM):
         return "torch.nn.LSTM"

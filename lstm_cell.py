@@ -298,10 +298,14 @@ class LSTM(nn.Module):
     `variant` names the cell class (a key of `VARIANTS`, or an `LSTMCell` subclass); `forget_bias`
     is passed to every cell. `backward` chooses how gradients flow back through time:
 
-    - "auto" (default): the hand-derived backward pass of `lstm_bptt` where it applies (a cell that
-      computes the standard equations, eager mode, no autocast), autograd everywhere else;
-    - "bptt": the hand-derived backward pass, or a clear error where it cannot be used;
-    - "autograd": PyTorch differentiates the cell's own step, step by step.
+    - "auto" (default): in eager mode without autocast, the hand-derived backward pass of `lstm_bptt`
+      for a cell that computes the standard equations, and for any other cell whose step works unit
+      by unit (every variant) the same backward loop with the step's local derivatives taken by
+      autograd (`lstm_bptt.LocalBPTT`); autograd everywhere else. Both are first-order only;
+    - "bptt": the hand-derived backward pass of the standard equations, or a clear error where it
+      cannot be used;
+    - "autograd": PyTorch differentiates the cell's own step, step by step (gradients of gradients
+      included).
 
     `training_path()` says which one a training step takes. Under `torch.compile`, `torch.export`,
     `torch.func` transforms and autocast the layer calls `cell(x_t, (h, c))` at every step.
@@ -394,11 +398,13 @@ class LSTM(nn.Module):
         return layers
 
     def training_path(self) -> str:
-        """How a training step runs in eager mode: "bptt", "autograd" or "autograd, step by step".
+        """How a training step runs in eager mode, one of the values of `PATH_NAMES`.
 
-        "bptt": lstm_bptt's hand-derived backward pass. "autograd": the cell's `step` with the input
-        projections of all steps computed at once. "autograd, step by step": `cell(x_t, (h, c))` at every
-        step, for a cell whose forward no longer goes through its `step`.
+        "bptt": lstm_bptt's hand-derived backward pass. "bptt, local derivatives by autograd": the
+        same loop with the derivatives of the cell's own step (lstm_bptt.LocalBPTT). "autograd": the
+        cell's `step` with the input projections of all steps computed at once. "autograd, step by
+        step": `cell(x_t, (h, c))` at every step, for a cell whose forward no longer goes through its
+        `step`.
         """
         return PATH_NAMES[self.layer_runner(self.cells[0], needs_grad=True)]
 
@@ -423,6 +429,8 @@ class LSTM(nn.Module):
                     "edited cell); use backward='autograd' (or 'auto'), which differentiates the cell's "
                     "own forward"
                 )
+            if agrees_with_forward(cell, run_bptt_local, definition):
+                return run_bptt_local
         return run_stacked if agrees_with_forward(cell, run_stacked, definition) else run_step_by_step
 
     def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
@@ -531,11 +539,21 @@ def run_step_by_step(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[T
 
 
 def run_bptt(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """The standard equations with `lstm_bptt`'s hand-derived backward pass (for a checked cell only).
+    """The standard equations with `lstm_bptt`'s hand-derived backward pass (for a checked cell only)."""
+    return lstm_bptt.run_layer(x, h, c, gate_parameters(cell, "oifg"))
 
-    The parameters go to lstm_bptt as well, which checks in backward that none changed in place."""
-    parameters = gate_parameters(cell, "oifg")
-    return lstm_bptt.run_layer(x, h, c, *stack(parameters, 4), parameters=parameters)
+
+def run_bptt_local(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+    """`cell.step` at every step, with `lstm_bptt.LocalBPTT`: the backward loop of the standard cell,
+    its local derivatives taken from the cell's own step by autograd (for a checked cell only)."""
+    parameters = gate_parameters(cell, cell.GATES)
+    step_parameters = [p for p in cell.parameters() if not any(p is q for q in parameters)]
+
+    def step(a: Tensor, c: Tensor) -> State:
+        steps = cell.step(dict(zip(cell.GATES, a.split(cell.hidden_size, dim=1), strict=True)), c)
+        return steps["c"], steps["h"]
+
+    return lstm_bptt.run_layer_local(step, len(cell.GATES), x, h, c, parameters, step_parameters)
 
 
 PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
@@ -556,7 +574,7 @@ def run_stacked(
     for chunk in x.split(PROJECTION_STEPS):
         flat = chunk.reshape(-1, chunk.shape[-1])
         x_proj = (flat @ W_x.T if b is None else torch.addmm(b, flat, W_x.T)).view(len(chunk), len(h), -1)
-        for x_proj_t in x_proj:
+        for x_proj_t in x_proj.unbind(0):  # one view per step, with one node in autograd's graph
             a = torch.addmm(x_proj_t, h, W_h_T).split(cell.hidden_size, dim=1)
             steps = cell.step(dict(zip(cell.GATES, a, strict=True)), c)
             h, c = steps["h"], steps["c"]
@@ -611,7 +629,12 @@ class StackParameters(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------------
 # Which runner may stand in for a cell's forward: checked on the cell itself, once per definition.
 
-PATH_NAMES = {run_bptt: "bptt", run_stacked: "autograd", run_step_by_step: "autograd, step by step"}
+PATH_NAMES = {
+    run_bptt: "bptt",
+    run_bptt_local: "bptt, local derivatives by autograd",
+    run_stacked: "autograd",
+    run_step_by_step: "autograd, step by step",
+}
 _agreement: dict[tuple, bool] = {}
 
 
@@ -653,22 +676,29 @@ def definition_of(cell: LSTMCell) -> tuple:
     return (cls, methods, instance, hooks, tuple(cell._parameters))
 
 
-@torch.no_grad()
 def compare_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
-    double = copy.deepcopy(cell).to(device="cpu", dtype=torch.float64)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 2, cell.input_size, generator=generator, dtype=torch.float64)
-    h, c = torch.randn(2, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
-    with torch.autocast("cpu", enabled=False):
-        expected_output, expected_state = run_step_by_step(double, x, h, c)
-        try:
-            output, state = run_layer(double, x, h, c)
-        except Exception:  # a runner that cannot run this cell does not compute it either
-            return False
-    pairs = [(output, expected_output), *zip(state, expected_state, strict=True)]
+    """Whether run_layer's output, final state and gradients (of a random weighting of them, with
+    respect to the input, the initial state and every parameter) equal those of stepping the cell."""
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        double = copy.deepcopy(cell).to(device="cpu", dtype=torch.float64)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(3, 2, cell.input_size, generator=generator, dtype=torch.float64)
+        h, c = torch.randn(2, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
+        weights = torch.randn(5, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
+        inputs = [x.requires_grad_(), h.requires_grad_(), c.requires_grad_()]
+        inputs += [parameter for parameter in double.parameters() if parameter.requires_grad]
+        results = []
+        for run in (run_step_by_step, run_layer):
+            try:
+                output, state = run(double, x, h, c)
+                loss = (torch.cat((output, *(s.unsqueeze(0) for s in state))) * weights).sum()
+                grads = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
+            except Exception:  # a runner that cannot run this cell does not compute it either
+                return False
+            results.append([output, *state, *grads])
     return all(
         actual.shape == expected.shape and torch.allclose(actual, expected, rtol=1e-9, atol=1e-9)
-        for actual, expected in pairs
+        for actual, expected in zip(*results, strict=True)
     )
 
 

@@ -140,16 +140,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_models(size: tuple[int, int, int, int], args: argparse.Namespace) -> dict[str, nn.Module]:
-    """Every model of the comparison: the standard cell in both backward modes, every variant, and
-    PyTorch's two ways; the standard ones hold the same weights."""
+    """Every model of the comparison: each variant in its default path and with autograd, and
+    PyTorch's two ways; the standard ones hold the same weights. Each of ours is named by its variant
+    and its `training_path()`."""
     _, _, input_size, hidden_size = size
     reference = nn.LSTM(input_size, hidden_size)
     models = {}
     for variant in VARIANTS:
-        for backward in ("bptt", "autograd") if variant == "standard" else ("autograd",):
+        for backward in ("auto", "autograd"):
             lstm = LSTM.from_torch(reference) if variant == "standard" else LSTM(*size[2:], variant=variant)
             lstm.backward = backward
-            models[f"LSTM {variant}, {backward}"] = lstm
+            models[f"LSTM {variant}, {lstm.training_path()}"] = lstm
     models["loop over torch.nn.LSTMCell"] = TorchCellLoop(reference)
     models[REFERENCE] = reference
     if args.compile:

@@ -404,7 +404,7 @@ def test_a_variant_trains_and_is_recorded_with_its_path(tmp_path: Path) -> None:
     assert type(result.model.lstm.cells[0]) is VARIANTS["noaf"]
     results = json.loads((tmp_path / JSON_NAME).read_text())
     assert results["config"]["variant"] == "noaf" and results["config"]["forget_bias"] == 1.0
-    assert results["lstm_path"] == "autograd"
+    assert results["lstm_path"] == "bptt, local derivatives by autograd"
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 

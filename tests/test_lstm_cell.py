@@ -9,13 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import lstm_bptt
 import lstm_cell
-from lstm_cell import LSTM, VARIANTS, LSTMCell, run_bptt, run_stacked, run_step_by_step
+from lstm_cell import LSTM, VARIANTS, LSTMCell, run_bptt, run_bptt_local, run_stacked, run_step_by_step
 
 GATES = "ifgo"  # PyTorch's order of the gates inside its stacked weights
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
 BACKWARDS = LSTM.BACKWARDS
-RUNNERS = {"bptt": run_bptt, "autograd": run_stacked, "step by step": run_step_by_step}
+RUNNERS = {
+    "bptt": run_bptt,
+    "bptt, local": run_bptt_local,
+    "autograd": run_stacked,
+    "step by step": run_step_by_step,
+}
+LOCAL = "bptt, local derivatives by autograd"  # the training path of a variant, or of an edited step
 F64 = torch.float64
 
 
@@ -469,11 +476,15 @@ def step_by_step_reference(lstm: LSTM, x: torch.Tensor):
 
 
 @pytest.mark.parametrize(
-    ("cell_class", "path"),
-    [(HalvedOutputCell, "autograd, step by step"), (LeakyForgetCell, "autograd"), (LSTMCell, "bptt")],
+    ("cell_class", "paths"),
+    [
+        (HalvedOutputCell, ("autograd, step by step", "autograd, step by step")),
+        (LeakyForgetCell, (LOCAL, "autograd")),
+        (LSTMCell, ("bptt", "autograd")),
+    ],
 )
 @pytest.mark.parametrize("backward", ["auto", "autograd"])
-def test_a_subclassed_cell_is_what_the_layer_computes(cell_class, path, backward):
+def test_a_subclassed_cell_is_what_the_layer_computes(cell_class, paths, backward):
     torch.manual_seed(0)
     lstm = LSTM(3, 4, num_layers=2, variant=cell_class, backward=backward, dtype=F64)
     x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
@@ -483,7 +494,7 @@ def test_a_subclassed_cell_is_what_the_layer_computes(cell_class, path, backward
     assert_close(c_n, torch.stack([c for _, c in finals]), F64, "c_n")
     gradient = torch.autograd.grad(output.sum(), x)[0]
     assert_close(gradient, torch.autograd.grad(expected_output.sum(), x)[0], F64, "gradient")
-    assert lstm.training_path() == (path if backward == "auto" or path != "bptt" else "autograd")
+    assert lstm.training_path() == paths[backward == "autograd"]
 
 
 @pytest.mark.parametrize("cell_class", [HalvedOutputCell, LeakyForgetCell, *list(VARIANTS.values())[1:]])
@@ -504,13 +515,46 @@ def test_a_method_replaced_on_one_cell_or_a_hook_is_what_the_layer_computes():
     before = lstm(x)[0]
     cell = lstm.cells[0]
     cell.output_activation = lambda c_next: torch.sigmoid(c_next)
-    assert lstm.training_path() == "autograd"
+    assert lstm.training_path() == LOCAL
     assert_close(lstm(x)[0], step_by_step_reference(lstm, x)[0], F64, "replaced method")
     assert not torch.allclose(lstm(x)[0], before)
     del cell.output_activation
     cell.register_forward_hook(lambda module, inputs, output: (output[0] * 2, output[1]))
     assert lstm.training_path() == "autograd, step by step"
     assert_close(lstm(x)[0], step_by_step_reference(lstm, x)[0], F64, "forward hook")
+
+
+class MixingCell(LSTMCell):
+    """An edit that lets each unit's cell state see its neighbour's: the step is no longer unit-wise."""
+
+    def forget_gate(self, a, c, i):
+        return torch.sigmoid(a["f"] + c.roll(1, dims=1))
+
+
+def test_a_step_that_mixes_units_is_not_given_the_unit_wise_bptt():
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=MixingCell, dtype=F64)
+    assert lstm.training_path() == "autograd"  # lstm_bptt.LocalBPTT would give wrong gradients here
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    output, _ = lstm(x)
+    expected_output, _ = step_by_step_reference(lstm, x)
+    gradient = torch.autograd.grad((output**2).sum(), x)[0]
+    assert_close(gradient, torch.autograd.grad((expected_output**2).sum(), x)[0], F64, "gradient")
+
+
+@pytest.mark.parametrize("variant", ["peephole", "cifg"])
+def test_unit_wise_bptt_over_many_derivative_chunks_equals_autograd(variant):
+    # More steps than lstm_bptt.DERIVATIVE_STEPS, so the step is differentiated in several chunks.
+    torch.manual_seed(0)
+    lstm = LSTM(2, 3, variant=variant, dtype=F64)
+    x = torch.randn(lstm_bptt.DERIVATIVE_STEPS + 7, 2, 2, dtype=F64, requires_grad=True)
+    gradients = []
+    for backward in ("auto", "autograd"):
+        lstm.backward = backward
+        output, (h_n, c_n) = lstm(x)
+        gradients.append(torch.autograd.grad(weighted_loss(output, h_n, c_n), [x, *lstm.parameters()]))
+    for name, actual, expected in zip(["x", *dict(lstm.named_parameters())], *gradients, strict=True):
+        assert_close(actual, expected, F64, f"gradient of {name}")
 
 
 EDITED_FORWARD = """
@@ -589,6 +633,18 @@ def gradient_penalty_gradients(lstm: nn.Module, x: torch.Tensor) -> list[torch.T
     output, _ = lstm(x)
     (g,) = torch.autograd.grad(output.sum(), x, create_graph=True)
     return torch.autograd.grad((g.norm() - 1) ** 2, list(lstm.parameters()))
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "standard"])
+def test_a_variants_unit_wise_bptt_raises_for_second_order_and_autograd_gives_it(variant):
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=variant, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    assert lstm.training_path() == LOCAL
+    with pytest.raises(RuntimeError, match=r"first-order only.*backward='autograd'"):
+        gradient_penalty_gradients(lstm, x)
+    lstm.backward = "autograd"
+    assert all(torch.isfinite(g).all() for g in gradient_penalty_gradients(lstm, x))
 
 
 def test_second_order_gradients_match_torch_lstm_or_raise():
@@ -688,13 +744,22 @@ def test_torch_export_matches_torch_lstm():
     assert_close(exported.module()(x)[0], reference(x)[0], torch.float32, "exported")
 
 
-@pytest.mark.parametrize("backward", BACKWARDS)
-@pytest.mark.parametrize("variant", ["standard", "peephole"])
-def test_changing_a_parameter_in_place_before_backward_raises_like_torch_lstm(backward, variant):
-    lstm = LSTM(3, 4, variant=variant, backward="autograd" if variant != "standard" else backward)
+@pytest.mark.parametrize(
+    ("variant", "backward", "parameter"),
+    [
+        *(("standard", backward, parameter) for backward in BACKWARDS for parameter in ("W_hf", "b_i")),
+        *(
+            ("peephole", backward, parameter)
+            for backward in ("auto", "autograd")
+            for parameter in ("W_hf", "p_f")
+        ),
+    ],
+)
+def test_changing_a_parameter_in_place_before_backward_raises_like_torch_lstm(variant, backward, parameter):
+    lstm = LSTM(3, 4, variant=variant, backward=backward)
     output, _ = lstm(torch.randn(5, 2, 3))
     with torch.no_grad():
-        lstm.cells[0].W_hf.mul_(2)
+        getattr(lstm.cells[0], parameter).mul_(2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         output.sum().backward()
 

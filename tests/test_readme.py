@@ -69,7 +69,7 @@ def test_benchmark_page_states_the_measured_ratios_against_its_bounds():
         max(
             m["ratio_to_torch"]
             for name, m in models.items()
-            if name.startswith("LSTM ") and "bptt" not in name
+            if is_variant(name) and name.endswith(", bptt, local derivatives by autograd")
         )
         for models in published
     ]

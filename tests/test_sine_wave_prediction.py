@@ -365,7 +365,9 @@ def test_the_published_settings_forecast_the_held_out_points(tmp_path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("variant", "path"), [("peephole", "autograd"), ("standard", "bptt")])
+@pytest.mark.parametrize(
+    ("variant", "path"), [("peephole", "bptt, local derivatives by autograd"), ("standard", "bptt")]
+)
 def test_the_variant_and_forget_bias_build_the_model_and_are_recorded(tmp_path, variant, path) -> None:
     args = sine.parse_args(tiny_args(tmp_path, "--variant", variant, "--forget-bias", "1"))
     result = sine.train(args)
