@@ -596,7 +596,8 @@ def save_outputs(
     if result.longest_counted_length is not None:
         results["longest_counted_length"] = result.longest_counted_length
         results["accuracy_by_length"] = result.accuracy_by_length  # entry n − 1: n-bit sequences
-    save_figure(plot_results(args, result), out_dir / FIGURE_NAME)
+    if not args.no_figures:
+        save_figure(plot_results(args, result), out_dir / FIGURE_NAME)
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)

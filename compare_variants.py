@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import datetime
 import json
 import math
@@ -42,11 +41,10 @@ import tempfile
 import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -90,10 +88,11 @@ CONDITIONS["standard-fb1"] = ("standard", 1.0)
 
 TASKS = {"binary_counting": binary_counting, "sine_wave": sine_wave_prediction}
 # Settings every run of the study takes, whatever the task: one thread per process (the processes
-# share the cores), no progress bars, the CPU (models this small gain nothing from a GPU), and no
-# forecast figures (the sine script draws none when --plot-epochs is given no epochs).
-COMMON_ARGV = ["--threads", "1", "--quiet", "--device", "cpu"]
-TASK_ARGV = {"binary_counting": [], "sine_wave": ["--plot-epochs"]}
+# share the cores), no progress bars, no figures (nobody looks at the figures of a study's 90 runs,
+# and drawing them after every epoch took about a quarter of a binary-counting run), and the CPU
+# (models this small gain nothing from a GPU).
+COMMON_ARGV = ["--threads", "1", "--quiet", "--no-figures", "--device", "cpu"]
+TASK_ARGV: dict[str, list[str]] = {"binary_counting": [], "sine_wave": []}
 # --quick: a trial that finishes in under 3 minutes on 2 cores. It learns little (binary counting
 # needs ~1 500 Adam steps to leave its first plateau), but every run, file and statistic is made.
 QUICK_ARGV = {
@@ -276,8 +275,7 @@ def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
     history: list[dict] = []
     result, diverged = None, None
     try:
-        with figures_skipped(script):
-            result = script.train(args, history)
+        result = script.train(args, history)
     except Diverged as error:
         diverged = error.epoch
     variant, forget_bias = CONDITIONS[condition]
@@ -317,24 +315,6 @@ def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
     record["metrics"] = metrics
     record["history"] = history
     return record
-
-
-@contextlib.contextmanager
-def figures_skipped(script: ModuleType) -> Iterator[None]:
-    """Within the block the script writes no figures: its `save_figure` does nothing.
-
-    A script renders its figures to PNG after every epoch (binary counting's holds two 1 000-point
-    scatter plots); nobody looks at the figures of a study's 90 runs, and writing them took about a
-    quarter of a binary-counting run (65 of the first 270 s of a peephole run on the busy 2-core
-    machine). Training, evaluation and the JSON are untouched. A `--no-figures` option in the scripts
-    would be the cleaner hook.
-    """
-    original = script.save_figure
-    script.save_figure = lambda figure, path: None
-    try:
-        yield
-    finally:
-        script.save_figure = original
 
 
 def ignore_interrupts() -> None:

@@ -39,7 +39,8 @@ WRITE_FAILED_EXIT_STATUS = 1  # an output file could not be written
 MAX_SEED = 2**32 - 1  # numpy's generator accepts seeds 0 … 2**32 - 1; torch and random accept more
 # Settings that may differ when a run is resumed: where and how it runs, not what it trains (another
 # --threads may round a sum differently in its last bit).
-FREE_ON_RESUME = ("out_dir", "quiet", "threads", "resume")
+FREE_ON_RESUME = ("out_dir", "quiet", "no_figures", "threads", "resume")
+NOT_SETTINGS = ("resume", "no_figures")  # how a run starts and what it draws, not what it computes
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -116,7 +117,8 @@ def available_device(text: str) -> torch.device:
 def add_common_arguments(
     parser: argparse.ArgumentParser, *, default_out_dir: str = "runs", resumable: bool = True
 ) -> None:
-    """--seed, --device, --cell, --compile, --threads, --quiet, --out-dir (and --resume), the same everywhere.
+    """--seed, --device, --cell, --compile, --threads, --quiet, --no-figures, --out-dir, --variant,
+    --forget-bias (and --resume), the same everywhere.
 
     `resumable=False` leaves --resume out, for a script that runs several experiments in one go.
     """
@@ -147,6 +149,12 @@ def add_common_arguments(
         " gain nothing from more, and on a busy machine the threads of each small matmul wait on each other)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars and no per-epoch lines")
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="draw no figures; the JSON, the weights and the checkpoint are written as usual (for studies"
+        " and tests, where drawing the figures after every epoch can take longer than the epoch)",
+    )
     parser.add_argument(
         "--out-dir",
         type=Path,
@@ -183,16 +191,17 @@ def add_common_arguments(
             action="store_true",
             help="continue the run in --out-dir from its last finished epoch, exactly as if it had never"
             " stopped. Its settings come from the run; an option given here that contradicts them is an"
-            " error (--threads and --quiet may change).",
+            " error (--threads, --quiet and --no-figures may change).",
         )
 
 
 def config_of(args: argparse.Namespace) -> dict:
-    """The settings of a run as plain JSON values (--resume is how a run started, not a setting)."""
+    """The settings of a run as plain JSON values (without NOT_SETTINGS: --resume is how a run started,
+    --no-figures what it draws)."""
     return {
         key: value if value is None or isinstance(value, (bool, int, float, list)) else str(value)
         for key, value in vars(args).items()
-        if key != "resume"
+        if key not in NOT_SETTINGS
     }
 
 

@@ -124,7 +124,7 @@ def run_configuration(name: str, options: list[str], seeds: list[int], runs_dir:
     for seed in seeds:
         out_dir = runs_dir / slug(name) / f"seed{seed}"
         args = binary_counting.parse_args(
-            [*options, "--seed", str(seed), "--out-dir", str(out_dir), "--quiet"]
+            [*options, "--seed", str(seed), "--out-dir", str(out_dir), "--quiet", "--no-figures"]
         )
         start = time.perf_counter()
         result = binary_counting.train(args)

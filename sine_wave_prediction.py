@@ -309,10 +309,11 @@ def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict
     yet written; each file atomically."""
     out_dir = Path(args.out_dir)
     last = result.history[-1]
-    if last["epoch"] in args.plot_epochs:
-        figure = forecast_figure(result.series, result.forecasts[last["epoch"]], last, args.window)
-        save_figure(figure, out_dir / f"sine_epoch{last['epoch']}.png")
-    save_figure(loss_figure(result.history), out_dir / "sine_loss.png")
+    if not args.no_figures:
+        if last["epoch"] in args.plot_epochs:
+            figure = forecast_figure(result.series, result.forecasts[last["epoch"]], last, args.window)
+            save_figure(figure, out_dir / f"sine_epoch{last['epoch']}.png")
+        save_figure(loss_figure(result.history), out_dir / "sine_loss.png")
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)

@@ -37,7 +37,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # plain_bptt, also when loaded by the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from plain_bptt import PlainBPTTLayer
 
 from experiment_utils import compile_model, describe_machine, markdown_table
 from lstm_cell import LSTM, VARIANTS
@@ -48,6 +51,7 @@ LARGER_SIZE = (64, 100, 32, 256)
 EXPERIMENTS = ("binary_counting", "sine_wave_prediction")
 REFERENCE = "torch.nn.LSTM"
 COMPILED = "torch.compile(LSTM standard)"
+PLAIN = "LSTM standard, bptt with plain loops"  # plain_bptt.py: what lstm_bptt's buffers save
 
 
 class TorchCellLoop(nn.Module):
@@ -151,6 +155,7 @@ def make_models(size: tuple[int, int, int, int], args: argparse.Namespace) -> di
             lstm = LSTM.from_torch(reference) if variant == "standard" else LSTM(*size[2:], variant=variant)
             lstm.backward = backward
             models[f"LSTM {variant}, {lstm.training_path()}"] = lstm
+    models[PLAIN] = PlainBPTTLayer(LSTM.from_torch(reference))
     models["loop over torch.nn.LSTMCell"] = TorchCellLoop(reference)
     models[REFERENCE] = reference
     if args.compile:

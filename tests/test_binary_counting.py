@@ -46,6 +46,7 @@ SMALL = [
     "5",
     "10",
     "--quiet",
+    "--no-figures",  # drawing the figure takes about as long as these small epochs; with_figures() draws it
 ]
 
 
@@ -70,6 +71,10 @@ def run_script(*argv: str, **options) -> subprocess.Popen:
 
 def small_args(out_dir: Path, *extra: str) -> list[str]:
     return [*SMALL, "--out-dir", str(out_dir), *extra]
+
+
+def with_figures(argv: list[str]) -> list[str]:
+    return [arg for arg in argv if arg != "--no-figures"]
 
 
 def without_seconds(history: list[dict]) -> list[dict]:
@@ -153,7 +158,7 @@ def test_length_generalization_shows_how_predictions_err() -> None:
 def small_run(tmp_path_factory) -> tuple[Path, list[str], str]:
     """main() on the small settings: (out_dir, argv, stdout)."""
     out_dir = tmp_path_factory.mktemp("small_run")
-    argv = small_args(out_dir)
+    argv = with_figures(small_args(out_dir))
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         status = main(argv)
@@ -180,6 +185,15 @@ def test_run_writes_figure_and_json(small_run) -> None:
         assert epoch["train_loss"] > 0 and epoch["valid_loss"] > 0 and epoch["seconds"] > 0
     assert list(results["length_generalization"]) == ["5", "10"]
     assert not left_over_partials(out_dir)
+
+
+def test_no_figures_draws_none_and_changes_nothing_else(small_run, tmp_path: Path) -> None:
+    out_dir = small_run[0]
+    assert main(small_args(tmp_path)) == 0
+    assert not (tmp_path / FIGURE_NAME).exists() and (tmp_path / binary_counting.WEIGHTS_NAME).exists()
+    plain, drawn = (json.loads((folder / JSON_NAME).read_text()) for folder in (tmp_path, out_dir))
+    assert plain["config"] == {**drawn["config"], "out_dir": str(tmp_path)}  # no_figures is no setting
+    assert without_seconds(plain["epochs"]) == without_seconds(drawn["epochs"])
 
 
 def test_run_prints_the_published_table(small_run) -> None:
@@ -248,7 +262,7 @@ def test_interrupt_in_second_epoch_keeps_the_first(tmp_path: Path, monkeypatch, 
             yield batch
 
     monkeypatch.setattr(binary_counting, "progress", progress_interrupted_in_epoch_1)
-    status = main(small_args(tmp_path, "--epochs", "5"))
+    status = main(with_figures(small_args(tmp_path, "--epochs", "5")))
     captured = capsys.readouterr()
     assert status == 130
     assert captured.err.strip().splitlines() == ["Interrupted: stopped after 1 finished epoch(s)."]
@@ -359,7 +373,7 @@ def test_script_refuses_bad_value_with_usage(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_published_settings_reach_the_published_accuracy(tmp_path: Path) -> None:
-    assert main(["--out-dir", str(tmp_path), "--quiet"]) == 0
+    assert main(["--out-dir", str(tmp_path), "--quiet", "--no-figures"]) == 0
     results = json.loads((tmp_path / JSON_NAME).read_text())
     epochs = results["epochs"]
     assert len(epochs) == 20
@@ -373,7 +387,7 @@ def test_published_settings_reach_the_published_accuracy(tmp_path: Path) -> None
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_compile_reports_the_compile_time(tmp_path: Path, capsys) -> None:
     # 64 samples in batches of 16: every batch has one shape, so only the first step compiles.
-    argv = small_args(tmp_path, "--epochs", "1", "--train-samples", "64", "--compile")
+    argv = with_figures(small_args(tmp_path, "--epochs", "1", "--train-samples", "64", "--compile"))
     assert main(argv) == 0
     assert "torch.compile: the first training step took" in capsys.readouterr().out
     results = json.loads((tmp_path / JSON_NAME).read_text())

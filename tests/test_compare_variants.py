@@ -89,7 +89,7 @@ def test_runs_use_the_published_settings_of_both_scripts():
     assert args.seeds == 5 and args.variants == list(compare_variants.CONDITIONS)
     assert {"standard-fb1", *compare_variants.VARIANTS} == set(args.variants)
     # Where and how a run trains, not what it trains.
-    free = {"threads", "quiet", "device", "out_dir", "seed", "variant", "forget_bias", "plot_epochs"}
+    free = {"threads", "quiet", "no_figures", "device", "out_dir", "seed", "variant", "forget_bias"}
     for task, script in compare_variants.TASKS.items():
         run = vars(script.parse_args(compare_variants.run_argv(args, task, 3, "standard-fb1", Path("x"))))
         published = vars(script.parse_args([]))

@@ -148,7 +148,8 @@ def test_committed_number_of_the_quickest_configuration_reproduces(tmp_path: Pat
     results = committed()
     entry = min(results["configurations"], key=lambda entry: statistics.median(entry["seconds"]))
     seed = entry["seeds"][0]
-    argv = [*shlex.split(entry["command"])[2:], "--seed", str(seed), "--out-dir", str(tmp_path), "--quiet"]
+    argv = [*shlex.split(entry["command"])[2:], "--seed", str(seed), "--out-dir", str(tmp_path)]
+    argv += ["--quiet", "--no-figures"]
     assert binary_counting.main(argv) == 0
     run = json.loads((tmp_path / binary_counting.JSON_NAME).read_text())
     assert run["longest_counted_length"] == entry["longest_counted_length"][0]

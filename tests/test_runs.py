@@ -28,7 +28,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 TINY = {
     binary_counting: [
         *("--train-samples", "64", "--valid-samples", "32", "--seq-len", "5"),
-        *("--hidden-size", "4", "--lengths", "5", "7", "--quiet"),
+        *("--hidden-size", "4", "--lengths", "5", "7", "--quiet", "--no-figures"),
     ],
     sine_wave_prediction: ["--window", "8", "--hidden-size", "4", "--batch-size", "64", "--quiet"],
 }
