@@ -570,18 +570,29 @@ def run_stacked(
     """
     W_x, W_h, b = stacked_weights(cell)
     W_h_T = W_h.T
-    outputs = []
-    for chunk in x.split(PROJECTION_STEPS):
+    # Without a graph to keep, each chunk's h go straight into the output: a long sequence never holds
+    # its outputs twice (every step's, and stacked).
+    output = None if torch.is_grad_enabled() else x.new_empty(len(x), len(h), cell.hidden_size)
+    chunks = []
+    for start in range(0, len(x), PROJECTION_STEPS):
+        chunk = x[start : start + PROJECTION_STEPS]
         flat = chunk.reshape(-1, chunk.shape[-1])
         x_proj = (flat @ W_x.T if b is None else torch.addmm(b, flat, W_x.T)).view(len(chunk), len(h), -1)
+        hs = []
         for x_proj_t in x_proj.unbind(0):  # one view per step, with one node in autograd's graph
             a = torch.addmm(x_proj_t, h, W_h_T).split(cell.hidden_size, dim=1)
             steps = cell.step(dict(zip(cell.GATES, a, strict=True)), c)
             h, c = steps["h"], steps["c"]
-            outputs.append(h)
+            hs.append(h)
             if record is not None:
                 record.append(steps)
-    return torch.stack(outputs), (h, c)
+        if output is None:
+            chunks.append(torch.stack(hs))
+        else:
+            torch.stack(hs, out=output[start : start + len(chunk)])
+    if output is None:
+        output = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    return output, (h, c)
 
 
 def gate_parameters(cell: LSTMCell, order: str) -> list[Tensor]:

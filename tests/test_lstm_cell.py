@@ -764,6 +764,20 @@ def test_changing_a_parameter_in_place_before_backward_raises_like_torch_lstm(va
         output.sum().backward()
 
 
+@pytest.mark.parametrize("variant", ["standard", "noaf"])
+def test_a_forward_without_gradients_over_many_projection_chunks_is_the_step_by_step_one(variant):
+    # Longer than lstm_cell.PROJECTION_STEPS, so the chunks go into the output one after another.
+    torch.manual_seed(0)
+    cell = LSTM(2, 3, variant=variant, dtype=F64).cells[0]
+    x = torch.randn(2 * lstm_cell.PROJECTION_STEPS + 3, 2, 2, dtype=F64)
+    h, c = torch.randn(2, 2, 3, dtype=F64)
+    with torch.no_grad():
+        output, state = run_stacked(cell, x, h, c)
+        expected_output, expected_state = run_step_by_step(cell, x, h, c)
+    assert_close(output, expected_output, F64, "output")
+    assert_close(torch.stack(state), torch.stack(expected_state), F64, "state")
+
+
 def test_a_long_forward_without_gradients_keeps_nothing_for_a_backward():
     # A 20 000-step forward of the published model without gradients holds its output, not every step's gates.
     lstm = LSTM(1, 8)
