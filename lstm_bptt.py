@@ -114,11 +114,7 @@ class LSTMLayerBPTT(torch.autograd.Function):
                 every_gates.append(gates.clone())
                 hs.append(h)
                 cs.append(c)
-        # Stacked outside inference mode: tensors that autograd may save.
-        gates, cs, hs = (torch.stack(tensors) for tensors in (every_gates, cs, hs))
-        ctx.save_for_backward(x, h_0, gates, cs, hs, *parameters)
-        # h_T and c_T of their own: changing one in place must not change what is saved.
-        return hs, hs[-1].clone(), cs[-1].clone()
+        return keep_for_backward(ctx, x, h_0, every_gates, cs, hs, parameters)
 
     @staticmethod
     def backward(ctx, grad_hs: Tensor, grad_h_last: Tensor, grad_c_last: Tensor):
@@ -193,9 +189,7 @@ class LocalBPTT(torch.autograd.Function):
                 pre_activations.append(a)
                 hs.append(h)
                 cs.append(c)
-        pre_activations, hs, cs = (torch.stack(tensors) for tensors in (pre_activations, hs, cs))
-        ctx.save_for_backward(x, h_0, pre_activations, cs, hs, *parameters)
-        return hs, hs[-1].clone(), cs[-1].clone()
+        return keep_for_backward(ctx, x, h_0, pre_activations, cs, hs, parameters)
 
     @staticmethod
     def backward(ctx, grad_hs: Tensor, grad_h_last: Tensor, grad_c_last: Tensor):
@@ -261,6 +255,18 @@ def gradients(outputs, inputs, grad_outputs) -> tuple[Tensor, ...]:
 
 # ---------------------------------------------------------------------------------------------------
 # What both share: the stacked weights, the input projections and the gradients they give.
+
+
+def keep_for_backward(
+    ctx, x: Tensor, h_0: Tensor, per_step: list[Tensor], cs: list[Tensor], hs: list[Tensor], parameters
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The end of a forward pass: every step's tensors stacked (outside inference mode, so that autograd
+    may save them), saved with the inputs and the parameters (x, h_0, per_step, cs, hs, *parameters),
+    and (hs, h_T, c_T) returned, h_T and c_T of their own: changing one in place must not change what
+    is saved."""
+    per_step_, cs_, hs_ = (torch.stack(tensors) for tensors in (per_step, cs, hs))
+    ctx.save_for_backward(x, h_0, per_step_, cs_, hs_, *parameters)
+    return hs_, hs_[-1].clone(), cs_[-1].clone()
 
 
 def stack_weights(parameters: Sequence[Tensor], gates: int) -> tuple[Tensor, Tensor, Tensor | None]:

@@ -40,9 +40,7 @@ class PlainLSTMLayerBPTT(torch.autograd.Function):
                 every_gates.append(torch.cat((o, i, f, g), dim=1))
                 hs.append(h)
                 cs.append(c)
-        gates, cs, hs = (torch.stack(tensors) for tensors in (every_gates, cs, hs))
-        ctx.save_for_backward(x, h_0, gates, cs, hs, *parameters)
-        return hs, hs[-1].clone(), cs[-1].clone()
+        return lstm_bptt.keep_for_backward(ctx, x, h_0, every_gates, cs, hs, parameters)
 
     @staticmethod
     def backward(ctx, grad_hs: Tensor, grad_h_last: Tensor, grad_c_last: Tensor):
