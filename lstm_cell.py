@@ -19,7 +19,8 @@ call NP, "no peepholes". In this file, in reading order:
   checked, on that very cell, to compute what `cell.forward` computes (`agrees_with_forward`); an
   edited or subclassed cell is never silently replaced by the textbook equations.
 
-The hand-derived backward pass (backpropagation through time) lives in `lstm_bptt.py`.
+The hand-derived backward pass (backpropagation through time) lives in `lstm_bptt.py`, with the same
+loop for any cell whose step works unit by unit, its local derivatives taken from the step by autograd.
 """
 
 from __future__ import annotations
