@@ -204,6 +204,7 @@ class LocalBPTT(torch.autograd.Function):
         rows = grad_hs.new_empty(steps, batch, gates + 1, hidden)  # every step's [da_t, dc_{t-1}]
         if step_parameters:  # their gradient needs every step's dh_t and dc_t
             dhs, dcs = torch.empty_like(hs), torch.empty_like(hs)
+        # A frozen parameter (requires_grad=False) gets no gradient; the others are summed over the chunks.
         grad_step_parameters = [torch.zeros_like(parameter) for parameter in step_parameters]
         dc, da_next = grad_c_last, None
         for stop in range(steps, 0, -DERIVATIVE_STEPS):
@@ -222,11 +223,16 @@ class LocalBPTT(torch.autograd.Function):
                     if step_parameters:
                         dhs[t], dcs[t] = dh, dc
                     da_next, dc = row[:, :gates].flatten(1), row[:, gates]
-            if step_parameters:
+            trained = [
+                (p, total)
+                for p, total in zip(step_parameters, grad_step_parameters, strict=True)
+                if p.requires_grad
+            ]
+            if trained:
                 outputs = (c_next, h_next)
                 grads = (dcs[start:stop].flatten(0, 1), dhs[start:stop].flatten(0, 1))
-                for total, part in zip(
-                    grad_step_parameters, gradients(outputs, step_parameters, grads), strict=True
+                for (_, total), part in zip(
+                    trained, gradients(outputs, [p for p, _ in trained], grads), strict=True
                 ):
                     total += part
         grad_gates = rows[:, :, :gates].flatten(2)
@@ -236,7 +242,10 @@ class LocalBPTT(torch.autograd.Function):
             None,
             None,
             *input_gradients(ctx, grad_gates, dc.clone(), x, h_0, hs, needs_x),
-            *grad_step_parameters,
+            *(
+                total if p.requires_grad else None
+                for p, total in zip(step_parameters, grad_step_parameters, strict=True)
+            ),
         )
 
 

@@ -666,39 +666,93 @@ def agrees_with_forward(cell: LSTMCell, run_layer: Callable, definition: tuple |
     return _agreement[key]
 
 
-_methods_of_class: dict[type, tuple[tuple[type, str], ...]] = {}
-
-
 def definition_of(cell: LSTMCell) -> tuple:
-    """What `cell` computes, as a hashable value: its class, the current methods of the class and its
-    bases (looked up anew each time, so a method replaced on the class is seen), methods set on the
-    instance, its forward hooks and its parameter names."""
+    """What `cell` computes, as a hashable value that a check of the cell is remembered under.
+
+    Its class and every function of the class and of its bases, looked up anew each time (so a method
+    added or replaced later is seen); its plain attributes (sizes, the training mode, numbers, strings,
+    methods set on the instance, tensors by `fingerprint`); its forward hooks; its parameters' names,
+    shapes and requires_grad; its buffers by `fingerprint` (so that an in-place change is seen); its
+    submodules' classes and training modes. Not the parameters' values: `compare_with_forward` draws
+    its own, so one check serves every cell built alike.
+    """
     cls = type(cell)
-    if cls not in _methods_of_class:
-        _methods_of_class[cls] = tuple(
-            (klass, name)
-            for klass in cls.__mro__
-            if klass not in (nn.Module, object)
-            for name, value in vars(klass).items()
-            if isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
-        )
-    methods = tuple(klass.__dict__.get(name) for klass, name in _methods_of_class[cls])
-    instance = tuple((name, value) for name, value in vars(cell).items() if callable(value))
+    methods = tuple(
+        (klass, name, value)
+        for klass in cls.__mro__
+        if klass not in (nn.Module, object)
+        for name, value in vars(klass).items()
+        if isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
+    )
+    attributes = tuple(
+        (name, fingerprint(value)) for name, value in vars(cell).items() if not name.startswith("_")
+    )
     hooks = tuple((*cell._forward_pre_hooks.values(), *cell._forward_hooks.values()))
-    return (cls, methods, instance, hooks, tuple(cell._parameters))
+    parameters = tuple(
+        (name, tuple(p.shape), p.requires_grad) for name, p in cell._parameters.items() if p is not None
+    )
+    buffers = tuple((name, fingerprint(b)) for name, b in cell._buffers.items())
+    modules = tuple((name, type(m), m.training) for name, m in cell._modules.items() if m is not None)
+    return (cls, methods, attributes, hooks, parameters, buffers, modules)
+
+
+FINGERPRINT_ELEMENTS = 2**16  # a tensor up to this size is known by its values, a larger one by identity
+
+
+def fingerprint(value: object) -> object:
+    """A hashable stand-in for an attribute's value. A tensor: its shape, dtype, requires_grad and its
+    values (up to FINGERPRINT_ELEMENTS; a larger one by identity and version, which in-place changes
+    advance); anything unhashable by its type and identity."""
+    if isinstance(value, Tensor):
+        known = (tuple(value.shape), value.dtype, value.requires_grad)
+        if value.numel() <= FINGERPRINT_ELEMENTS:
+            try:
+                return (*known, hash(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()))
+            except (RuntimeError, TypeError):  # a tensor whose bytes cannot be read (sparse, say)
+                pass
+        return (*known, id(value), value._version)
+    try:
+        hash(value)
+    except TypeError:
+        return (type(value), id(value))
+    return value
 
 
 def compare_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
     """Whether run_layer's output, final state and gradients (of a random weighting of them, with
-    respect to the input, the initial state and every parameter) equal those of stepping the cell."""
-    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
-        double = copy.deepcopy(cell).to(device="cpu", dtype=torch.float64)
+    respect to the input, the initial state, every parameter and every other tensor of the cell that
+    requires a gradient) equal those of stepping the cell.
+
+    On a float64 copy whose parameters are drawn anew (so that agreement holds for the definition,
+    not for the values the cell happens to have, such as a zero-initialized term), over 5 steps from
+    a cell state large enough to reach the ranges a clip would act on; the global random generator is
+    left as it was.
+    """
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.inference_mode(False),
+        torch.enable_grad(),
+        torch.autocast("cpu", enabled=False),
+    ):
         generator = torch.Generator().manual_seed(0)
-        x = torch.randn(3, 2, cell.input_size, generator=generator, dtype=torch.float64)
+        try:
+            double = copy.deepcopy(cell).to(device="cpu", dtype=torch.float64)
+            with torch.no_grad():
+                for parameter in double.parameters():
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
+        except Exception:  # a cell that cannot be copied (pruned, say) is not stood in for
+            return False
+        x = torch.randn(5, 2, cell.input_size, generator=generator, dtype=torch.float64)
         h, c = torch.randn(2, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
-        weights = torch.randn(5, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
+        c = 5 * c
+        weights = torch.randn(7, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
         inputs = [x.requires_grad_(), h.requires_grad_(), c.requires_grad_()]
         inputs += [parameter for parameter in double.parameters() if parameter.requires_grad]
+        inputs += [
+            value
+            for value in vars(double).values()
+            if isinstance(value, Tensor) and value.requires_grad and value.is_leaf
+        ]
         results = []
         for run in (run_step_by_step, run_layer):
             try:
@@ -709,7 +763,8 @@ def compare_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
                 return False
             results.append([output, *state, *grads])
     return all(
-        actual.shape == expected.shape and torch.allclose(actual, expected, rtol=1e-9, atol=1e-9)
+        actual.shape == expected.shape
+        and torch.allclose(actual, expected, rtol=1e-9, atol=1e-9, equal_nan=True)
         for actual, expected in zip(*results, strict=True)
     )
 
@@ -722,6 +777,8 @@ def special_mode() -> str | None:
         return "a torch.func transform"
     if any(autocast_enabled(device) for device in ("cpu", "cuda", "mps")):
         return "autocast"
+    if torch.autograd.forward_ad._current_level >= 0:  # inside forward_ad.dual_level(): dual tensors
+        return "forward-mode AD (torch.autograd.forward_ad)"
     return None
 
 

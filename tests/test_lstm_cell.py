@@ -964,3 +964,153 @@ def test_the_module_reads_in_the_promised_order():
     assert (
         source.index("class LSTMCell") < source.index("class PeepholeLSTMCell") < source.index("class LSTM(")
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The check of a cell is remembered for what the cell computes, never for less
+
+
+def gradients_match_step_by_step(lstm: LSTM, x: torch.Tensor) -> None:
+    """The layer's output and gradients (input, trainable parameters) equal those of stepping its cells."""
+    x = x.detach().requires_grad_()
+    output, _ = lstm(x)
+    expected, _ = step_by_step_reference(lstm, x)
+    assert_close(output, expected, F64, "output")
+    weights = torch.linspace(-1, 1, output.numel(), dtype=F64).view_as(output)
+    inputs = [x, *(parameter for parameter in lstm.parameters() if parameter.requires_grad)]
+    actual_gradient = torch.autograd.grad((output * weights).sum(), inputs, allow_unused=True)
+    expected_gradient = torch.autograd.grad((expected * weights).sum(), inputs, allow_unused=True)
+    for actual, wanted in zip(actual_gradient, expected_gradient, strict=True):
+        if wanted is not None:
+            assert_close(actual, wanted, F64, "gradient")
+
+
+def test_a_check_at_one_size_is_not_reused_at_another():
+    class Roll(LSTMCell):  # mixes units, which a cell of one unit cannot show
+        def output_activation(self, c_next):
+            return torch.tanh(c_next).roll(1, dims=1)
+
+    torch.manual_seed(0)
+    LSTM(2, 1, variant=Roll, dtype=F64)(torch.randn(3, 1, 2, dtype=F64, requires_grad=True))[
+        0
+    ].sum().backward()
+    lstm = LSTM(3, 4, variant=Roll, dtype=F64)
+    assert lstm.training_path() == "autograd"
+    gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
+
+
+def test_a_changed_buffer_attribute_submodule_or_training_mode_is_checked_anew():
+    class Tunable(LSTMCell):
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.register_buffer("mask", torch.ones(self.hidden_size, dtype=self.W_ig.dtype))
+            self.scale = 1.0
+            self.activation = nn.Tanh()
+
+        def output_activation(self, c_next):
+            out = self.scale * self.activation(c_next) * self.mask
+            return out + 0.1 * c_next if self.training else out
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=Tunable, dtype=F64).eval()
+    x = torch.randn(6, 2, 3, dtype=F64)
+    gradients_match_step_by_step(lstm, x)
+    cell = lstm.cells[0]
+    for change in (
+        lambda: cell.mask.__setitem__(1, 0.0),
+        lambda: setattr(cell, "scale", 3.0),
+        lambda: setattr(cell, "activation", nn.Identity()),
+        lambda: lstm.train(),
+    ):
+        change()
+        gradients_match_step_by_step(lstm, x)
+
+
+def test_a_method_added_to_a_subclass_later_is_seen():
+    class Later(LSTMCell):
+        pass
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=Later, dtype=F64)
+    assert lstm.training_path() == "bptt"
+    Later.output_activation = lambda self, c_next: c_next  # now a noaf cell
+    assert lstm.training_path() == LOCAL
+    gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
+
+
+def test_agreement_must_hold_for_any_parameter_values_and_cell_states():
+    class ReZero(LSTMCell):  # a cross-unit term that vanishes while its parameter is zero
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.mix = nn.Parameter(torch.zeros(self.hidden_size, self.hidden_size, dtype=self.W_ig.dtype))
+
+        def output_activation(self, c_next):
+            return torch.tanh(c_next) + torch.tanh(c_next) @ self.mix
+
+    class Clipped(LSTMCell):  # a clip of the cell state, which small states never reach
+        def step(self, a, c):
+            steps = super().step(a, c)
+            c_next = steps["c"].clamp(-4, 4)
+            return {**steps, "c": c_next, "h": steps["o"] * torch.tanh(c_next)}
+
+    torch.manual_seed(0)
+    # The clip works unit by unit, so the unit-wise BPTT may run it; the standard equations may not.
+    for cell_class, path in ((ReZero, "autograd"), (Clipped, LOCAL)):
+        lstm = LSTM(3, 4, variant=cell_class, forget_bias=5.0, dtype=F64)
+        assert lstm.training_path() == path, cell_class.__name__
+        with torch.no_grad():
+            for parameter in lstm.parameters():
+                parameter.add_(0.3)
+        gradients_match_step_by_step(lstm, 3 * torch.randn(40, 2, 3, dtype=F64))
+
+
+def test_a_plain_tensor_the_step_trains_gets_its_gradient():
+    class Scaled(LSTMCell):
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.gain = torch.ones(self.hidden_size, dtype=self.W_ig.dtype, requires_grad=True)
+
+        def output_activation(self, c_next):
+            return self.gain * torch.tanh(c_next)
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=Scaled, dtype=F64)
+    x = torch.randn(6, 2, 3, dtype=F64)
+    gains = []
+    for run in (lambda: lstm(x)[0], lambda: step_by_step_reference(lstm, x)[0]):
+        gains.append(torch.autograd.grad(run().square().sum(), lstm.cells[0].gain)[0])
+    assert_close(gains[0], gains[1], F64, "gradient of the plain tensor")
+
+
+def test_frozen_parameters_of_a_variant_need_no_gradient():
+    torch.manual_seed(0)
+    warm = LSTM(3, 4, variant="peephole", dtype=F64)  # the check of the trainable cell, done first
+    warm(torch.randn(5, 2, 3, dtype=F64))[0].sum().backward()
+    lstm = LSTM(3, 4, variant="peephole", dtype=F64)
+    lstm.cells[0].p_i.requires_grad_(False)
+    gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
+    lstm.requires_grad_(False)  # input saliency: only x needs a gradient
+    gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_pruned_cell_runs_like_stepping_it():
+    import torch.nn.utils.prune  # here: importing it scripts functions, with a deprecation warning
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, dtype=F64)
+    torch.nn.utils.prune.l1_unstructured(lstm.cells[0], "W_hg", 0.5)
+    gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
+
+
+def test_forward_mode_ad_matches_torch_lstm():
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, dtype=F64)
+    ours = LSTM.from_torch(reference)
+    x, tangent = torch.randn(2, 5, 2, 3, dtype=F64)
+    tangents = []
+    for model in (ours, reference):
+        with torch.autograd.forward_ad.dual_level():
+            output, _ = model(torch.autograd.forward_ad.make_dual(x, tangent))
+            tangents.append(torch.autograd.forward_ad.unpack_dual(output).tangent)
+    assert_close(tangents[0], tangents[1], F64, "forward-mode derivative")
