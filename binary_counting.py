@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
-        written = (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)
+        written = (JSON_NAME, WEIGHTS_NAME) if args.no_figures else (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)
         print(f"\nWrote {', '.join(str(args.out_dir / name) for name in written)}")
 
     return run_until_interrupted(run, report)

@@ -52,12 +52,14 @@ def experiment_argv(args: argparse.Namespace, quick_settings: list[str]) -> list
     argv += ["--seed", str(args.seed), "--device", str(args.device), "--cell", args.cell]
     argv += ["--threads", str(args.threads), "--out-dir", str(args.out_dir), "--variant", args.variant]
     argv += [] if args.forget_bias is None else ["--forget-bias", str(args.forget_bias)]
-    return argv + [flag for flag in ("--compile", "--quiet") if getattr(args, flag.lstrip("-"))]
+    flags = ("--compile", "--quiet", "--no-figures")
+    return argv + [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_"))]
 
 
 def run_binary_counting(args: argparse.Namespace) -> str:
     settings = binary_counting.parse_args(experiment_argv(args, QUICK_BINARY_COUNTING))
     result = binary_counting.train(settings)
+    figure = "none (--no-figures)" if settings.no_figures else settings.out_dir / binary_counting.FIGURE_NAME
     last = result.history[-1]
     generalization = ", ".join(
         f"{length} bits {binary_counting.format_accuracy(scores['accuracy'])}"
@@ -69,7 +71,7 @@ def run_binary_counting(args: argparse.Namespace) -> str:
         f" valid accuracy {binary_counting.format_accuracy(last['valid_accuracy'])},"
         f" valid loss {binary_counting.format_loss(last['valid_loss'])}\n"
         f"  accuracy at other lengths: {generalization}\n"
-        f"  figure: {settings.out_dir / binary_counting.FIGURE_NAME}"
+        f"  figure: {figure}"
     )
 
 
@@ -78,6 +80,7 @@ def run_sine_wave(args: argparse.Namespace) -> str:
     result = sine_wave_prediction.train(settings)
     last = result.history[-1]
     figures = ", ".join(str(settings.out_dir / f"sine_epoch{epoch}.png") for epoch in settings.plot_epochs)
+    figures = "none (--no-figures)" if settings.no_figures else figures
     return (
         f"Sine wave ({settings.epochs} epochs): train loss {last['train_loss']:.4f},"
         f" forecast MSE on the held-out 40 points {last['test_loss']:.4f}\n"

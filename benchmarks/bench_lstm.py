@@ -135,14 +135,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.readme is not None:
-        skipped = [name for name in ("skip_memory", "skip_epochs", "skip_demo") if getattr(args, name)]
-        missing = [size for size in PUBLISHED_SIZES if size not in args.sizes]
-        if skipped or missing:
+        # The page names COMMAND and describes its run: every part, both published sizes, one thread,
+        # no optimizer step, the default repeats.
+        parts = ("skip_memory", "skip_epochs", "skip_demo", "quick")
+        unlike = [f"--{name.replace('_', '-')}" for name in parts if getattr(args, name)]
+        unlike += [f"no {size}" for size in PUBLISHED_SIZES if size not in args.sizes]
+        unlike += (
+            [] if args.threads == 1 else [f"--threads {args.threads}" if args.threads else "no --threads 1"]
+        )
+        unlike += [f"--optimizer {args.optimizer}"] if args.optimizer != "none" else []
+        if unlike:
             parser.error(
-                "--readme writes every part at both published sizes; this run leaves out "
-                + ", ".join(
-                    [f"--{name.replace('_', '-')}" for name in skipped] + [str(size) for size in missing]
-                )
+                f"--readme writes the page of `{COMMAND}`: every part at both published sizes, --threads 1,"
+                f" no optimizer; this run has {', '.join(unlike)}"
             )
     if args.quick:
         if args.sizes == [*PUBLISHED_SIZES, LARGER_SIZE]:
@@ -594,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.readme is not None:
+        args.readme.parent.mkdir(parents=True, exist_ok=True)
         args.readme.write_text(readme_text(results))
     return 0
 

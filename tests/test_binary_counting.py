@@ -189,8 +189,11 @@ def test_run_writes_figure_and_json(small_run) -> None:
 
 def test_no_figures_draws_none_and_changes_nothing_else(small_run, tmp_path: Path) -> None:
     out_dir = small_run[0]
-    assert main(small_args(tmp_path)) == 0
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(small_args(tmp_path)) == 0
     assert not (tmp_path / FIGURE_NAME).exists() and (tmp_path / binary_counting.WEIGHTS_NAME).exists()
+    assert "Wrote" in stdout.getvalue() and FIGURE_NAME not in stdout.getvalue()
     plain, drawn = (json.loads((folder / JSON_NAME).read_text()) for folder in (tmp_path, out_dir))
     assert plain["config"] == {**drawn["config"], "out_dir": str(tmp_path)}  # no_figures is no setting
     assert without_seconds(plain["epochs"]) == without_seconds(drawn["epochs"])

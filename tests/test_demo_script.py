@@ -41,7 +41,7 @@ def test_full_runs_the_published_settings():
 
 def test_shared_options_reach_both_experiments(tmp_path):
     threads = min(2, os.cpu_count() or 1)  # more than the machine has would be a usage error
-    argv = ["--seed", "3", "--cell", "torch", "--threads", str(threads), "--quiet"]
+    argv = ["--seed", "3", "--cell", "torch", "--threads", str(threads), "--quiet", "--no-figures"]
     argv += ["--out-dir", str(tmp_path)]
     args = demo_script.parse_args(argv)
     experiments = [
@@ -50,7 +50,7 @@ def test_shared_options_reach_both_experiments(tmp_path):
     ]
     for settings in experiments:
         assert (settings.seed, settings.cell, settings.threads, settings.quiet) == (3, "torch", threads, True)
-        assert settings.out_dir == tmp_path
+        assert settings.out_dir == tmp_path and settings.no_figures
 
 
 def test_the_cell_options_reach_both_experiments(tmp_path):
