@@ -10,19 +10,21 @@ the scripts' own `parse_args` and `train`, so what is compared is exactly what t
 
     python compare_variants.py                      # the full study, 5 seeds, outputs in runs/variants/
     python compare_variants.py --out-dir figures    # the same, regenerating the committed results
-    python compare_variants.py --quick              # fewer epochs, data and seeds: a trial in minutes
+    python compare_variants.py --quick              # fewer epochs, data and seeds: under 3 minutes
     python compare_variants.py --help
 
 For each variant and metric it reports mean ± standard deviation and median over the seeds, and
 Welch's t-test against the standard cell (Welch, Biometrika 34, 1947; the test Greff et al. used),
 taken from scipy.stats. --out-dir receives variants.json (every run, the summary, the seeds, the
-study's wall time), variants.png (one panel per metric, one dot per seed) and the printed table.
+study's wall time) and variants.png (one panel per metric, one dot per seed); the table is printed.
+`reading` turns the JSON into the README's and the notebook's account of which findings hold.
 
 The runs go side by side, one process per core, each with --threads 1. Every finished run is written
 into variants.json at once (atomically), so Ctrl-C or SIGTERM keeps every finished run and running
 the same command again continues where it stopped.
 
-Importable: `main(argv)` runs a study; `summarize`, `welch_test` and `summary_table` work on its JSON.
+Importable: `main(argv)` runs a study; `summarize`, `welch_test`, `summary_table` and `reading` work on
+its JSON.
 """
 
 from __future__ import annotations
@@ -560,7 +562,14 @@ def refresh(study: dict) -> None:
 # ---------------------------------------------------------------------------------------------------
 # The reading: which of Greff et al.'s findings hold, generated from the study (README and notebook)
 
-FINAL_METRICS = ("counting_valid_loss", "sine_final_mse", "sine_best_mse")  # what "costs" and "hurts" read
+# The final numbers Greff et al.'s findings are read on, every one lower-is-better: the counting loss and
+# the forecast errors on the held-out points and on the signals never trained on.
+FINAL_METRICS = {
+    "counting_valid_loss": "the counting loss",
+    "sine_final_mse": "the held-out forecast",
+    "sine_best_mse": "the best held-out forecast",
+    "sine_unseen_mse": "the unseen signals",
+}
 
 
 def reading(study: dict) -> str:
@@ -568,8 +577,8 @@ def reading(study: dict) -> str:
 
     Greff et al. (IEEE TNNLS 2017) found that coupling the input and forget gates (CIFG) or removing the
     peepholes costs nothing, and that removing the forget gate (NFG) or the output activation (NOAF)
-    hurts. Here "costs nothing" means no significant difference (Welch, p < SIGNIFICANCE) from
-    `standard` in any final number of FINAL_METRICS, and "hurts" a significantly worse one.
+    hurts. Here a variant "costs" where one of FINAL_METRICS is significantly worse than `standard`'s
+    (Welch, p < SIGNIFICANCE), and "hurts" is the same; a significantly better number is named too.
     """
     summary = study["summary"]
     names = list(summary)
@@ -578,26 +587,55 @@ def reading(study: dict) -> str:
     def mean(variant: str, key: str) -> float:
         return summary[variant][key]["mean"]
 
-    def significant(variant: str, key: str) -> bool:
-        p = summary[variant][key]["p"]
-        return p is not None and p < SIGNIFICANCE
-
     def differs(variant: str, key: str, sign: int) -> bool:
-        return significant(variant, key) and sign * (mean(variant, key) - mean(BASELINE, key)) > 0
+        p = summary[variant][key]["p"]
+        return p is not None and p < SIGNIFICANCE and sign * (mean(variant, key) - mean(BASELINE, key)) > 0
 
     def listed(variants: list[str], none: str = "no variant") -> str:
         return ", ".join(f"`{variant}`" for variant in variants) or none
 
-    tests = sum(summary[v][key]["p"] is not None for v in names for key in summary[v])
-    all_count = all(mean(v, "counting_valid_accuracy") == 1.0 for v in names)
-    loss_differs = [v for v in names if v != BASELINE and significant(v, "counting_valid_loss")]
+    def worse(variant: str) -> list[str]:
+        return [name for key, name in FINAL_METRICS.items() if differs(variant, key, +1)]
+
+    def effect(variant: str) -> str:
+        """`variant`: where it is significantly worse and better than the standard cell, or not trained."""
+        if variant not in summary:
+            return f"`{variant}` was not trained"
+        better = [name for key, name in FINAL_METRICS.items() if differs(variant, key, -1)]
+        parts = [f"worse on {' and '.join(worse(variant))}" if worse(variant) else "worse on nothing"]
+        parts += [f"better on {' and '.join(better)}"] if better else []
+        return f"`{variant}`: {', '.join(parts)}"
+
+    def verdict(variants: tuple[str, str], holds_for) -> str:
+        if any(v not in summary for v in variants):
+            return "not tested (a variant is missing)"
+        holding = [v for v in variants if holds_for(v)]
+        if len(holding) == len(variants):
+            return "holds"
+        return f"holds for `{holding[0]}` only" if holding else "does not hold here"
+
+    tested = {metric.key for metric in METRICS if metric.tested}
+    tests = sum(summary[v][key]["p"] is not None for v in names for key in tested)
+    counted = (
+        "reaches"
+        if all(mean(v, "counting_valid_accuracy") == 1.0 for v in names)
+        else "does not always reach"
+    )
+    loss_differs = [
+        v
+        for v in names
+        if v != BASELINE
+        and summary[v]["counting_valid_loss"]["p"] is not None
+        and summary[v]["counting_valid_loss"]["p"] < SIGNIFICANCE
+    ]
     faster = [v for v in names if differs(v, "counting_epoch_99", -1)]
     slower = [v for v in names if differs(v, "counting_epoch_99", +1)]
-    best_40 = max(mean(v, "counting_accuracy_40") for v in names)
-    costless = {
-        v: not any(significant(v, key) for key in FINAL_METRICS) for v in ("cifg", "peephole") if v in summary
-    }
-    hurt = {v: any(differs(v, key, +1) for key in FINAL_METRICS) for v in ("nfg", "noaf") if v in summary}
+    best_mean_40 = max(mean(v, "counting_accuracy_40") for v in names)
+    at_40 = [
+        run["metrics"]["counting_accuracy_40"] for run in study["runs"] if run["task"] == "binary_counting"
+    ]
+    best_run_40 = max((value for value in at_40 if value is not None), default=0.0)
+    beyond = "no variant counts" if best_run_40 < 0.5 else "some run counts"
     sine_better = [v for v in names if differs(v, "sine_final_mse", -1)]
     sine_worse = [v for v in names if differs(v, "sine_final_mse", +1)]
     unseen_worst = max(names, key=lambda v: mean(v, "sine_unseen_mse"))
@@ -608,8 +646,10 @@ def reading(study: dict) -> str:
         if held_out_best == unseen_worst
         else ""
     )
-    seeds = str(fewest) if fewest == most else f"{fewest}–{most}"
+
+    sessions = len(study["sessions"])
     loads = [session["load_average_start"][0] for session in study["sessions"]]
+    load = f"{loads[0]:.1f}" if sessions == 1 else f"{min(loads):.1f} to {max(loads):.1f}"
     cores = study["machine"]["logical_cores"]
     unfinished = (
         f" It is not finished: {len(study['missing'])} of its {len(study['planned'])} runs are missing (the"
@@ -617,49 +657,25 @@ def reading(study: dict) -> str:
         if study["missing"]
         else ""
     )
-    sessions = len(study["sessions"])
-    load = f"{loads[0]:.1f}" if sessions == 1 else f"{min(loads):.1f} to {max(loads):.1f}"
     workers = study["sessions"][0]["workers"]
     duration = (
         f"The study took {study['seconds'] / 60:.0f} minutes of wall time on {cores} cores, in"
-        f" {'one session' if sessions == 1 else f'{sessions} sessions'} with {workers} runs side by side"
-        f" (1-minute load average {load} when {'it' if sessions == 1 else 'a session'} started, where"
-        f" {cores} means every core busy).{unfinished}"
+        f" {'one session' if sessions == 1 else f'{sessions} sessions'} with {workers}"
+        f" runs side by side (1-minute load average {load} when {'it' if sessions == 1 else 'a session'}"
+        f" started, where {cores} means every core busy).{unfinished}"
     )
-
-    def verdict(holds: bool | None) -> str:
-        return (
-            "was not tested (a variant is missing)"
-            if holds is None
-            else "holds"
-            if holds
-            else "does not hold"
-        )
-
-    def worse(variant: str) -> str:
-        return "was not trained" if variant not in hurt else "is" if hurt[variant] else "is not"
-
-    def all_or_none(verdicts: dict[str, bool], variants: tuple[str, str]) -> bool | None:
-        return all(verdicts.values()) if all(v in verdicts for v in variants) else None
-
-    counted = "reaches" if all_count else "does not always reach"
-    beyond = (
-        "no variant counts sequences twice the training length"
-        if best_40 < 0.5
-        else "some variant counts sequences twice the training length"
-    )
+    seeds = str(fewest) if fewest == most else f"{fewest}–{most}"
     verdicts = [
         f"**Binary counting**: every variant {counted} 100 % validation accuracy with every seed; the final"
         f" validation loss differs significantly from `{BASELINE}`'s for {listed(loss_differs)}. Passing 99 %"
-        f" is significantly faster for {listed(faster)} and slower for {listed(slower)}. The best accuracy"
-        f" on 40-bit sequences is {best_40:.1%}: {beyond}.",
-        f"**CIFG and no peepholes cost nothing**: for `cifg` this {verdict(costless.get('cifg'))}, for"
-        f" `peephole` it {verdict(costless.get('peephole'))} (no significant difference in the final"
-        " counting loss or the forecast errors).",
+        f" is significantly faster for {listed(faster)} and slower for {listed(slower)}. On 40-bit"
+        f" sequences the best mean accuracy is {best_mean_40:.1%} and the best run's {best_run_40:.1%}:"
+        f" {beyond} sequences twice the training length.",
+        f"**CIFG and no peepholes cost nothing**: {verdict(('cifg', 'peephole'), lambda v: not worse(v))}"
+        f" ({effect('cifg')}; {effect('peephole')}).",
         "**Removing the forget gate or the output activation hurts**:"
-        f" {verdict(all_or_none(hurt, ('nfg', 'noaf')))} here (`nfg` {worse('nfg')} significantly worse on a"
-        f" final number, `noaf` {worse('noaf')}). On the held-out sine,"
-        f" {listed(sine_better)} reach a significantly lower MSE than `{BASELINE}` and"
+        f" {verdict(('nfg', 'noaf'), lambda v: bool(worse(v)))} ({effect('nfg')}; {effect('noaf')}). On the"
+        f" held-out sine, {listed(sine_better)} reach a significantly lower MSE than `{BASELINE}` and"
         f" {listed(sine_worse, 'none')} a higher one; on the unseen signals the worst is `{unseen_worst}`"
         f" (mean MSE {mean(unseen_worst, 'sine_unseen_mse'):.2g}, `{BASELINE}`"
         f" {mean(BASELINE, 'sine_unseen_mse'):.2g}).{memorized}",
@@ -669,7 +685,9 @@ def reading(study: dict) -> str:
             duration,
             f"**What holds, what does not.** Read with care: {seeds} seed(s) per variant and {tests} tests in"
             f' the table, so at p < {SIGNIFICANCE} about {tests * SIGNIFICANCE:.0f} "significant" differences'
-            " are expected by chance alone.",
+            ' are expected by chance alone. "Worse" and "better" below: significantly, on a final number:'
+            " the counting loss, or the forecast error on the held-out points (last or best epoch) or on the"
+            " unseen signals.",
             "\n".join(f"- {verdict}" for verdict in verdicts),
             "**Why these tasks may disagree with Greff et al.** Both tasks are tiny: a variant that learns to"
             " count learns it fully, so little is left to compare. Their sequences are 20 and 40 steps long,"

@@ -9,13 +9,14 @@ Forward, for t = 1 … T, with the four gates stacked [o; i; f; g] so that a_t i
     c_t = f ⊙ c_{t-1} + i ⊙ g
     h_t = o ⊙ tanh(c_t)
 
-Backward, for t = T … 1, carrying dL/dh and dL/dc from step t+1 to step t, with σ' = σ(1 − σ) and
-tanh' = 1 − tanh² (so every derivative is a product of values the forward pass already computed):
+Backward, for t = T … 1, carrying dL/dh and dL/dc from step t+1 to step t. Each derivative of a
+squashing function is written through the value it produced, σ'(a) = σ(a)(1 − σ(a)) and
+tanh'(a) = 1 − tanh²(a), so every factor is a product of values the forward pass already computed:
 
-    dh_t = dL/dh_t + W_hᵀ da_{t+1}                          h_t reaches the loss directly and via step t+1
-    dc_t = dc_{t+1} ⊙ f_{t+1} + dh_t ⊙ o_t ⊙ tanh'(c_t)     c_t reaches c_{t+1} and h_t
-    da_i = dc_t ⊙ g_t ⊙ σ'(i_t)           da_f = dc_t ⊙ c_{t-1} ⊙ σ'(f_t)
-    da_g = dc_t ⊙ i_t ⊙ tanh'(g_t)        da_o = dh_t ⊙ tanh(c_t) ⊙ σ'(o_t)
+    dh_t = dL/dh_t + W_hᵀ da_{t+1}                              h_t reaches the loss and step t+1
+    dc_t = dc_{t+1} ⊙ f_{t+1} + dh_t ⊙ o_t ⊙ (1 − tanh²(c_t))   c_t reaches c_{t+1} and h_t
+    da_i = dc_t ⊙ g_t ⊙ i_t(1 − i_t)          da_f = dc_t ⊙ c_{t-1} ⊙ f_t(1 − f_t)
+    da_g = dc_t ⊙ i_t ⊙ (1 − g_t²)            da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1 − o_t)
 
 and finally dx_proj_t = da_t, dW_h = Σ_t da_tᵀ h_{t-1}, dh_0 = W_hᵀ da_1, dc_0 = dc_1 ⊙ f_1.
 
@@ -23,7 +24,7 @@ The term dc_{t+1} ⊙ f_{t+1} is the forget gate's path: from c_{t+1} back to c_
 multiplied by f, with no weight matrix and no squashing derivative in between, so where f stays near 1
 it travels many steps undiminished (Hochreiter & Schmidhuber's "constant error carousel", with the
 forget gate of Gers, Schmidhuber & Cummins 2000). In a plain RNN the same step multiplies by
-W_hᵀ and tanh' every time, and the gradient shrinks or grows geometrically.
+W_hᵀ and tanh'(a) every time, and the gradient shrinks or grows geometrically.
 
 Any cell whose step maps (a_t, c_{t-1}) to (c_t, h_t) unit by unit (hidden unit j's c_t and h_t depend
 only on unit j's pre-activations and c_{t-1}: true of every variant in `lstm_cell`, peepholes included)
@@ -151,9 +152,9 @@ class LSTMLayerBPTT(torch.autograd.Function):
 def local_derivatives(gates: Tensor, cs: Tensor) -> tuple[Tensor, Tensor]:
     """What dh_t and dc_t are multiplied by in the backward loop, for every step at once.
 
-    by_dh (T, batch, 2, hidden) = [tanh(c_t) ⊙ σ'(o_t), o_t ⊙ tanh'(c_t)]: times dh_t, da_o and dh_t's
-    share of dc_t. by_dc (T, batch, 4, hidden) = [g_t ⊙ σ'(i_t), c_{t-1} ⊙ σ'(f_t), i_t ⊙ tanh'(g_t),
-    f_t]: times dc_t, da_i, da_f, da_g and the dc_t ⊙ f_t carried to step t-1.
+    by_dh (T, batch, 2, hidden) = [tanh(c_t) ⊙ o_t(1 − o_t), o_t ⊙ (1 − tanh²(c_t))]: times dh_t, da_o
+    and dh_t's share of dc_t. by_dc (T, batch, 4, hidden) = [g_t ⊙ i_t(1 − i_t), c_{t-1} ⊙ f_t(1 − f_t),
+    i_t ⊙ (1 − g_t²), f_t]: times dc_t, da_i, da_f, da_g and the dc_t ⊙ f_t carried to step t-1.
     """
     o, i, f, g = gates.chunk(4, dim=2)
     tanh_cs = cs[1:].tanh()

@@ -13,7 +13,8 @@ This is `torch.nn.LSTM`'s cell, the one Greff et al. ("LSTM: A Search Space Odys
 call NP, "no peepholes". In this file, in reading order:
 
 - `LSTMCell`: these lines, one gate a line. `LSTMCell.forward` *is* the definition of one step.
-- The variants Greff et al. compared, each a subclass that replaces one line: `VARIANTS` names them.
+- The variants Greff et al. compared, each a subclass that replaces the lines it changes: `VARIANTS`
+  names them (all but FGR, full gate recurrence, whose gates also read every gate's previous value).
 - `LSTM`: a stack of cells run over a sequence, called like `torch.nn.LSTM`. It loops whatever cell it
   is given. For speed it may run a faster specialization of the same step, but only one that has been
   checked, on that very cell, to compute what `cell.forward` computes (`agrees_with_forward`); an

@@ -489,6 +489,32 @@ def largest_memory_ratio(run: dict) -> float:
     return max(max(result[f"{mode}_ratio_to_torch"] for mode in MEMORY_MODES) for result in run["memory"])
 
 
+def large_size_note(run: dict) -> list[str]:
+    """A note on the variants' default path against autograd at LARGER_SIZE, when the run has it."""
+    sizes = [
+        size
+        for size in run["sizes"]
+        if (size["batch"], size["seq_len"], size["input_size"], size["hidden_size"]) == LARGER_SIZE
+    ]
+    if not sizes:
+        return []
+    models = sizes[0]["models"]
+    ratios = [
+        models[f"LSTM {variant}, bptt, local derivatives by autograd"]["median_ms"]
+        / models[f"LSTM {variant}, autograd"]["median_ms"]
+        for variant in list(VARIANTS)[1:]
+    ]
+    if max(ratios) <= 1:
+        return [f"**At {LARGER_SIZE}** every variant's default path is also faster than autograd."]
+    return [
+        f"**At {LARGER_SIZE} the variants' default path is not the fastest.** It takes {min(ratios):.2f}×"
+        f' to {max(ratios):.2f}× the time of the same variant with `backward="autograd"`. At this size'
+        " arithmetic dominates, and its backward pass does more of it: it differentiates the step twice"
+        ' (for h and for c). For large models `backward="autograd"` is the faster choice; the'
+        " experiments' sizes are the small ones."
+    ]
+
+
 def readme_text(run: dict) -> str:
     """benchmarks/README.md for the run `run` (the JSON `--json` writes): its tables and what they show."""
     ratios = published_ratios(run)
@@ -526,6 +552,7 @@ def readme_text(run: dict) -> str:
         "**What the buffers of `lstm_bptt` earn.** The same equations written plainly (a new tensor for every"
         f" result, every step's views taken where they are used) ran at {pair(ratios['plain'])},"
         f" {pair(extra, '{:.0%}')} more time per training step than `bptt`. {earned}",
+        *large_size_note(run),
         "**Why the small sizes cost more.** `torch.nn.LSTM` runs each step inside C++; ours makes small"
         " PyTorch calls a step (8 forward and 4 backward for `bptt`; for a variant its step's calls forward"
         " and 3 backward), and at these sizes each call costs more than its arithmetic. At (64, 100, 32, 256)"
@@ -550,7 +577,8 @@ def readme_text(run: dict) -> str:
         " All run in the same process, interleaved. The table gives the median and the ratio to"
         f" `torch.nn.LSTM`. Then it measures the peak memory of one sequence of {seq_len:,} steps (batch"
         f" {batch}, hidden {hidden_size}), each model in a fresh process, times one epoch of each"
-        " experiment with either cell, and `python demo_script.py` end to end as a newcomer runs it."
+        " experiment with either cell (the scripts' whole `train`: the epoch's training steps, its"
+        " evaluation and its figure), and `python demo_script.py` end to end as a newcomer runs it."
         " [`results.json`](results.json) holds the run below; a test checks that this page is the one"
         " `--readme` writes from it.",
         f"Measured on: {machine_line(run['machine'])}",
