@@ -1103,6 +1103,7 @@ def test_a_pruned_cell_runs_like_stepping_it():
     gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # forward_ad's own
 def test_forward_mode_ad_matches_torch_lstm():
     torch.manual_seed(0)
     reference = nn.LSTM(3, 4, dtype=F64)
