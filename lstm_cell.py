@@ -654,11 +654,11 @@ _agreement: dict[tuple, bool] = {}
 def agrees_with_forward(cell: LSTMCell, run_layer: Callable, definition: tuple | None = None) -> bool:
     """Whether `run_layer(cell, x, h, c)` computes what stepping `cell(x_t, (h, c))` computes.
 
-    Checked on a float64 copy of the cell over a short random sequence (to 1e-9; the random numbers
-    come from a private generator, so the global one is untouched), and remembered for the cell's
-    definition: its class, every method of the class and of its bases, methods and hooks set on the
-    instance, and its parameter names. So an edit of the source, a subclass, a replaced method or a
-    forward hook is always checked anew, and a runner that computes something else is never used.
+    Forward and gradients, on a float64 copy of the cell with freshly drawn parameters over a short
+    random sequence (to 1e-9; see `compare_with_forward`), and remembered for the cell's definition
+    (`definition_of`: its class and methods, sizes, training mode, attributes, buffers, submodules,
+    hooks, which parameters train). So an edit of the source, a subclass, a replaced method, a hook or
+    a changed buffer is always checked anew, and a runner that computes something else is never used.
     `definition`: `definition_of(cell)`, when the caller has it already.
     """
     key = (run_layer, definition_of(cell) if definition is None else definition)
