@@ -310,7 +310,8 @@ class LSTM(nn.Module):
       included).
 
     `training_path()` says which one a training step takes. Under `torch.compile`, `torch.export`,
-    `torch.func` transforms and autocast the layer calls `cell(x_t, (h, c))` at every step.
+    `torch.func` transforms, forward-mode AD and autocast the layer calls `cell(x_t, (h, c))` at every
+    step.
 
     Raises ValueError for `bidirectional=True` and `proj_size > 0`, which it does not implement.
     """
