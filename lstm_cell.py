@@ -579,8 +579,7 @@ def run_stacked(
     chunks = []
     for start in range(0, len(x), PROJECTION_STEPS):
         chunk = x[start : start + PROJECTION_STEPS]
-        flat = chunk.reshape(-1, chunk.shape[-1])
-        x_proj = (flat @ W_x.T if b is None else torch.addmm(b, flat, W_x.T)).view(len(chunk), len(h), -1)
+        x_proj = lstm_bptt.input_projections(chunk, W_x, b)
         hs = []
         for x_proj_t in x_proj.unbind(0):  # one view per step, with one node in autograd's graph
             a = torch.addmm(x_proj_t, h, W_h_T).split(cell.hidden_size, dim=1)
@@ -604,14 +603,6 @@ def gate_parameters(cell: LSTMCell, order: str) -> list[Tensor]:
     return parameters + ([getattr(cell, f"b_{gate}") for gate in order] if cell.bias else [])
 
 
-def stack(parameters: list[Tensor], gates: int) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(W_x, W_h, b): each group of `gates` parameters concatenated; b is None without bias."""
-    W_x, W_h, *b = (
-        torch.cat(parameters[start : start + gates]) for start in range(0, len(parameters), gates)
-    )
-    return W_x, W_h, b[0] if b else None
-
-
 def stacked_weights(cell: LSTMCell, order: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
     """(W_x, W_h, b): the cell's gate matrices stacked in the order of `order` (default: cell.GATES);
     b is None without bias. AttributeError for a gate the cell does not have."""
@@ -632,7 +623,8 @@ class StackParameters(torch.autograd.Function):
     def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor, ...]:
         ctx.save_for_backward(*parameters)
         ctx.gates = gates
-        return tuple(weight for weight in stack(list(parameters), gates) if weight is not None)
+        stacked = lstm_bptt.stack_weights(parameters, gates)
+        return tuple(weight for weight in stacked if weight is not None)
 
     @staticmethod
     def backward(ctx, *gradients: Tensor) -> tuple[Tensor | None, ...]:
