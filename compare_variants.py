@@ -587,9 +587,12 @@ def reading(study: dict) -> str:
     def mean(variant: str, key: str) -> float:
         return summary[variant][key]["mean"]
 
-    def differs(variant: str, key: str, sign: int) -> bool:
+    def significant(variant: str, key: str) -> bool:
         p = summary[variant][key]["p"]
-        return p is not None and p < SIGNIFICANCE and sign * (mean(variant, key) - mean(BASELINE, key)) > 0
+        return p is not None and p < SIGNIFICANCE
+
+    def differs(variant: str, key: str, sign: int) -> bool:
+        return significant(variant, key) and sign * (mean(variant, key) - mean(BASELINE, key)) > 0
 
     def listed(variants: list[str], none: str = "no variant") -> str:
         return ", ".join(f"`{variant}`" for variant in variants) or none
@@ -621,13 +624,7 @@ def reading(study: dict) -> str:
         if all(mean(v, "counting_valid_accuracy") == 1.0 for v in names)
         else "does not always reach"
     )
-    loss_differs = [
-        v
-        for v in names
-        if v != BASELINE
-        and summary[v]["counting_valid_loss"]["p"] is not None
-        and summary[v]["counting_valid_loss"]["p"] < SIGNIFICANCE
-    ]
+    loss_differs = [v for v in names if significant(v, "counting_valid_loss")]
     faster = [v for v in names if differs(v, "counting_epoch_99", -1)]
     slower = [v for v in names if differs(v, "counting_epoch_99", +1)]
     best_mean_40 = max(mean(v, "counting_accuracy_40") for v in names)

@@ -203,10 +203,12 @@ class LocalBPTT(torch.autograd.Function):
         grad_h = list(grad_hs.unbind(0))
         grad_h[-1] = grad_h[-1] + grad_h_last
         rows = grad_hs.new_empty(steps, batch, gates + 1, hidden)  # every step's [da_t, dc_{t-1}]
-        if step_parameters:  # their gradient needs every step's dh_t and dc_t
+        # The step's own parameters that train (a frozen one gets no gradient), each gradient summed over
+        # the chunks; it needs every step's dh_t and dc_t.
+        trained = [parameter for parameter in step_parameters if parameter.requires_grad]
+        grad_trained = [torch.zeros_like(parameter) for parameter in trained]
+        if trained:
             dhs, dcs = torch.empty_like(hs), torch.empty_like(hs)
-        # A frozen parameter (requires_grad=False) gets no gradient; the others are summed over the chunks.
-        grad_step_parameters = [torch.zeros_like(parameter) for parameter in step_parameters]
         dc, da_next = grad_c_last, None
         for stop in range(steps, 0, -DERIVATIVE_STEPS):
             start = max(stop - DERIVATIVE_STEPS, 0)
@@ -221,32 +223,23 @@ class LocalBPTT(torch.autograd.Function):
                     dh = grad_h[t] if da_next is None else torch.addmm(grad_h[t], da_next, W_h)
                     row = torch.mul(dh.unsqueeze(1), by_dh[t - start], out=rows[t])
                     row.addcmul_(dc.unsqueeze(1), by_dc[t - start])  # [da_t, dc_{t-1}]
-                    if step_parameters:
+                    if trained:
                         dhs[t], dcs[t] = dh, dc
                     da_next, dc = row[:, :gates].flatten(1), row[:, gates]
-            trained = [
-                (p, total)
-                for p, total in zip(step_parameters, grad_step_parameters, strict=True)
-                if p.requires_grad
-            ]
             if trained:
                 outputs = (c_next, h_next)
                 grads = (dcs[start:stop].flatten(0, 1), dhs[start:stop].flatten(0, 1))
-                for (_, total), part in zip(
-                    trained, gradients(outputs, [p for p, _ in trained], grads), strict=True
-                ):
+                for total, part in zip(grad_trained, gradients(outputs, trained, grads), strict=True):
                     total += part
         grad_gates = rows[:, :, :gates].flatten(2)
         needs_x = ctx.needs_input_grad[3]
+        of_trained = iter(grad_trained)
         return (
             None,
             None,
             None,
             *input_gradients(ctx, grad_gates, dc.clone(), x, h_0, hs, needs_x),
-            *(
-                total if p.requires_grad else None
-                for p, total in zip(step_parameters, grad_step_parameters, strict=True)
-            ),
+            *(next(of_trained) if p.requires_grad else None for p in step_parameters),
         )
 
 
