@@ -695,6 +695,27 @@ def test_h_n_and_c_n_are_tensors_of_their_own(backward):
         assert output[-1].abs().sum() > 0
 
 
+def torch_lstm_under_autocast(reference: nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    """nn.LSTM's output under CPU autocast (bfloat16), or where this PyTorch cannot run nn.LSTM there.
+
+    Some releases (2.15 among them) fail inside oneDNN ("could not create a primitive descriptor for the
+    LSTM forward propagation primitive"). A reference that cannot run must not decide the test, so the
+    same LSTM then runs in float32 on the input and weights rounded to bfloat16, as autocast rounds what
+    it feeds the matrix products; the test's tolerance covers the rest of bfloat16's rounding.
+    """
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return reference(x)[0]
+    except RuntimeError as error:
+        if "primitive descriptor" not in str(error):
+            raise
+    rounded = nn.LSTM(reference.input_size, reference.hidden_size, reference.num_layers)
+    weights = reference.state_dict()
+    rounded.load_state_dict({name: value.bfloat16().float() for name, value in weights.items()})
+    with torch.no_grad():
+        return rounded(x.bfloat16().float())[0]
+
+
 @pytest.mark.parametrize("backward", ["auto", "autograd"])
 def test_autocast_runs_like_torch_lstm(backward):
     torch.manual_seed(0)
@@ -704,7 +725,7 @@ def test_autocast_runs_like_torch_lstm(backward):
     x = torch.randn(6, 2, 3, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         output, _ = ours(x)
-        expected, _ = reference(x)
+    expected = torch_lstm_under_autocast(reference, x.detach())
     torch.testing.assert_close(output.float(), expected.float(), atol=0.05, rtol=0.05)
     output.float().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
