@@ -40,6 +40,7 @@ from experiment_utils import (
     check_finite,
     compile_model,
     config_of,
+    describe_machine,
     explicit_options,
     finish_parsing,
     interrupts_held,
@@ -587,6 +588,7 @@ def save_outputs(
     out_dir = Path(args.out_dir)
     results = {
         "config": config_of(args),
+        "machine": describe_machine(),
         "lstm_path": lstm_path(result.model, args.compile),
         "epochs": result.history,
         "length_generalization": result.length_generalization,

@@ -390,7 +390,8 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def describe_machine() -> dict:
-    """The CPU, its cores, and the PyTorch and Python versions: what a timing was measured on."""
+    """The CPU, its cores, the platform, and the PyTorch and Python versions: what a timing was measured
+    on and what a result was computed with (another version may differ from it in the last bits)."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         model_names = [
@@ -404,6 +405,7 @@ def describe_machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "platform": platform.platform(),
     }
 
 

@@ -32,7 +32,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import binary_counting
-from experiment_utils import load_model, markdown_table, save_figure, save_json, save_torch, seed_value
+from experiment_utils import (
+    describe_machine,
+    load_model,
+    markdown_table,
+    save_figure,
+    save_json,
+    save_torch,
+    seed_value,
+)
 
 JSON_NAME = "length_generalization.json"
 FIGURE_NAME = "length_generalization.png"
@@ -120,6 +128,7 @@ def run_configuration(name: str, options: list[str], seeds: list[int], runs_dir:
         "final_valid_loss": [],
         "seconds": [],
         "run_dirs": [],
+        "machine": describe_machine(),  # what the numbers were computed with
     }
     for seed in seeds:
         out_dir = runs_dir / slug(name) / f"seed{seed}"
@@ -168,6 +177,7 @@ def save_best(study: dict, out_dir: Path) -> None:
             "seed": configuration["seeds"][index],
             "longest_counted_length": configuration["longest_counted_length"][index],
             "config": config,
+            "machine": run["machine"],
         },
         out_dir / f"{BEST_NAME}.json",
     )

@@ -47,6 +47,7 @@ from experiment_utils import (
     check_finite,
     compile_model,
     config_of,
+    describe_machine,
     finish_parsing,
     interrupts_held,
     load_checkpoint,
@@ -317,7 +318,8 @@ def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
-    results = {"config": config_of(args), "lstm_path": lstm_path(result.model, args.compile)}
+    results = {"config": config_of(args), "machine": describe_machine()}
+    results["lstm_path"] = lstm_path(result.model, args.compile)
     results |= {"epochs": result.history, "forecast": last_forecast(result)}
     results |= {"generalization": result.generalization, "two_tap_recurrence": result.two_tap_recurrence}
     if result.compile_seconds is not None:

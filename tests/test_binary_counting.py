@@ -172,11 +172,13 @@ def test_run_writes_figure_and_json(small_run) -> None:
     results = json.loads((out_dir / JSON_NAME).read_text())
     assert list(results) == [
         "config",
+        "machine",
         "lstm_path",
         "epochs",
         "length_generalization",
     ]  # compile_seconds only with --compile
     assert results["lstm_path"] == "bptt"
+    assert results["machine"]["torch"] == torch.__version__  # what produced the numbers
     assert results["config"] == config_of(parse_args(argv))
     assert [epoch["epoch"] for epoch in results["epochs"]] == [0, 1]
     for epoch in results["epochs"]:

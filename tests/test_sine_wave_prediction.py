@@ -159,6 +159,7 @@ def test_a_run_writes_its_figures_and_json(tmp_path, capsys) -> None:
     results = json.loads((out / "sine_wave.json").read_text())
     assert set(results) == {
         "config",
+        "machine",
         "lstm_path",
         "epochs",
         "forecast",
@@ -167,6 +168,7 @@ def test_a_run_writes_its_figures_and_json(tmp_path, capsys) -> None:
     }
     assert list(results["generalization"]) == list(sine.UNSEEN_SIGNALS) == list(results["two_tap_recurrence"])
     assert results["lstm_path"] == "bptt" and results["config"]["variant"] == "standard"
+    assert results["machine"]["torch"] == torch.__version__
     assert results["config"]["window"] == 8 and results["config"]["plot_epochs"] == [0, 1]
     assert [epoch["epoch"] for epoch in results["epochs"]] == [0, 1]
     for epoch in results["epochs"]:
