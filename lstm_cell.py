@@ -140,23 +140,28 @@ class LSTMCell(nn.Module):
 
     @classmethod
     def from_torch(cls, cell: nn.LSTMCell) -> LSTMCell:
-        """A cell computing exactly what `cell` computes, on its device and in its dtype."""
+        """A cell computing exactly what `cell` computes, on its device, in its dtype and training mode,
+        training what it trains."""
         if not isinstance(cell, nn.LSTMCell):
             raise TypeError(f"from_torch expected a torch.nn.LSTMCell, got {type(cell).__name__}")
         if cls is not LSTMCell:
             raise ValueError(f"from_torch builds the standard LSTMCell; {cls.__name__} is a variant")
         weight = cell.weight_ih
         ours = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device, dtype=weight.dtype)
-        bias = cell.bias_ih + cell.bias_hh if cell.bias else None
-        ours.load_torch_weights(cell.weight_ih, cell.weight_hh, bias)
-        return ours
+        biases = (cell.bias_ih, cell.bias_hh) if cell.bias else None
+        ours.load_torch_weights(cell.weight_ih, cell.weight_hh, biases)
+        return ours.train(cell.training)
 
     def to_torch(self) -> nn.LSTMCell:
-        """A `torch.nn.LSTMCell` computing exactly what this cell computes.
+        """A `torch.nn.LSTMCell` computing exactly what this cell computes, in its training mode and
+        training the parameters it trains.
 
-        Raises ValueError when this cell is a variant, or an edited cell, that nn.LSTMCell cannot express.
+        Raises ValueError when this cell is a variant, or an edited cell, that nn.LSTMCell cannot express,
+        and when some gates' matrices train and others are frozen (nn.LSTMCell stacks the four gates in
+        one matrix, which trains or not as a whole).
         """
         check_convertible(self)
+        trains = self.trained_like_torch()
         cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device="meta", dtype=self.W_ig.dtype)
         # Made on the meta device and filled here: no random initialization, so no draw from the RNG.
         cell = cell.to_empty(device=self.W_ig.device)
@@ -166,16 +171,40 @@ class LSTMCell(nn.Module):
             if self.bias:
                 cell.bias_ih.copy_(torch.cat([getattr(self, f"b_{gate}") for gate in self.GATES]))
                 cell.bias_hh.zero_()
-        return cell
+        for name, parameter in cell.named_parameters():
+            parameter.requires_grad_(trains["bias" if name.startswith("bias") else name])
+        return cell.train(self.training)
+
+    def trained_like_torch(self) -> dict[str, bool]:
+        """Whether nn.LSTMCell's "weight_ih", "weight_hh" and "bias" would train, read from the gates' own
+        parameters; ValueError where the gates of one stacked matrix disagree."""
+        groups = {"weight_ih": "W_i{}", "weight_hh": "W_h{}"} | ({"bias": "b_{}"} if self.bias else {})
+        trains = {}
+        for name, pattern in groups.items():
+            flags = {
+                pattern.format(gate): getattr(self, pattern.format(gate)).requires_grad for gate in self.GATES
+            }
+            if len(set(flags.values())) > 1:
+                raise ValueError(
+                    f"to_torch: torch.nn.LSTM stacks {', '.join(flags)} in one {name}, which trains or "
+                    f"not as a whole, but here only some of them train ({flags}); set requires_grad alike"
+                )
+            trains[name] = next(iter(flags.values()))
+        return trains
 
     @torch.no_grad()
-    def load_torch_weights(self, weight_ih: Tensor, weight_hh: Tensor, bias: Tensor | None) -> None:
-        """Copy PyTorch's stacked [i; f; g; o] weights and summed bias into the named gate matrices."""
+    def load_torch_weights(
+        self, weight_ih: Tensor, weight_hh: Tensor, biases: tuple[Tensor, Tensor] | None
+    ) -> None:
+        """Copy PyTorch's stacked [i; f; g; o] weights and the sum of its two biases into the named gate
+        matrices; each trains where PyTorch's does (the one bias where either of PyTorch's two does)."""
         for gate, w_i, w_h in zip(self.GATES, weight_ih.chunk(4), weight_hh.chunk(4), strict=True):
-            getattr(self, f"W_i{gate}").copy_(w_i)
-            getattr(self, f"W_h{gate}").copy_(w_h)
-        for gate, b in zip(self.GATES, bias.chunk(4) if self.bias else (), strict=False):
-            getattr(self, f"b_{gate}").copy_(b)
+            getattr(self, f"W_i{gate}").copy_(w_i).requires_grad_(weight_ih.requires_grad)
+            getattr(self, f"W_h{gate}").copy_(w_h).requires_grad_(weight_hh.requires_grad)
+        if self.bias:
+            bias_trains = any(bias.requires_grad for bias in biases)
+            for gate, b in zip(self.GATES, (biases[0] + biases[1]).chunk(4), strict=True):
+                getattr(self, f"b_{gate}").copy_(b).requires_grad_(bias_trains)
 
     def extra_repr(self) -> str:
         settings = f"input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias}"
@@ -473,7 +502,8 @@ class LSTM(nn.Module):
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM) -> LSTM:
-        """An LSTM computing exactly what `lstm` computes, on its device and in its dtype.
+        """An LSTM computing exactly what `lstm` computes, on its device, in its dtype and training mode,
+        training what it trains (one bias per gate, where either of PyTorch's two trains).
 
         Raises TypeError for anything but a torch.nn.LSTM, ValueError for bidirectional or proj_size > 0.
         """
@@ -493,16 +523,20 @@ class LSTM(nn.Module):
         )
         for layer, cell in enumerate(ours.cells):
             weights = {name: getattr(lstm, f"{name}_l{layer}", None) for name in ("weight_ih", "weight_hh")}
-            bias = (
-                getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}") if lstm.bias else None
+            biases = (
+                (getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}"))
+                if lstm.bias
+                else None
             )
-            cell.load_torch_weights(weights["weight_ih"], weights["weight_hh"], bias)
-        return ours
+            cell.load_torch_weights(weights["weight_ih"], weights["weight_hh"], biases)
+        return ours.train(lstm.training)
 
     def to_torch(self) -> nn.LSTM:
-        """A `torch.nn.LSTM` computing exactly what this LSTM computes.
+        """A `torch.nn.LSTM` computing exactly what this LSTM computes, in its training mode, training
+        what it trains (both of PyTorch's biases where ours does).
 
-        Raises ValueError when the cells are a variant, or edited, so that nn.LSTM cannot express them.
+        Raises ValueError when the cells are a variant, or edited, so that nn.LSTM cannot express them,
+        or when only some of the gates stacked in one of nn.LSTM's matrices train.
         """
         like = self.cells[0].W_ig
         lstm = nn.LSTM(
@@ -519,8 +553,8 @@ class LSTM(nn.Module):
             for layer, cell in enumerate(self.cells):
                 converted = cell.to_torch()
                 for name, value in converted.named_parameters():
-                    getattr(lstm, f"{name}_l{layer}").copy_(value)
-        return lstm
+                    getattr(lstm, f"{name}_l{layer}").copy_(value).requires_grad_(value.requires_grad)
+        return lstm.train(self.training)
 
     def extra_repr(self) -> str:
         settings = [f"variant={self.variant or self.cell_class.__name__!r}", f"backward={self.backward!r}"]
@@ -767,6 +801,8 @@ def special_mode() -> str | None:
     """The name of a mode in which the layer steps the cell plainly, or None in plain eager mode."""
     if torch.compiler.is_compiling():
         return "torch.compile or torch.export"
+    if torch.jit.is_tracing():  # a custom autograd Function inside torch.jit.trace crashes the process
+        return "torch.jit.trace"
     if torch._C._are_functorch_transforms_active():
         return "a torch.func transform"
     if any(autocast_enabled(device) for device in ("cpu", "cuda", "mps")):

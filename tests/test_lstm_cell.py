@@ -979,6 +979,61 @@ def test_from_torch_accepts_bias_false_and_dropout():
     assert LSTM.from_torch(nn.LSTM(2, 3, 2, dropout=0.5)).dropout == 0.5
 
 
+def test_conversions_keep_the_training_mode_and_what_trains():
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, 2, dropout=0.5, dtype=F64).eval()
+    reference.weight_hh_l0.requires_grad_(False)
+    reference.bias_ih_l1.requires_grad_(False)  # bias_hh_l1 still trains, so the summed bias does
+    ours = LSTM.from_torch(reference)
+    assert not ours.training and not any(cell.training for cell in ours.cells)
+    first, second = ours.cells
+    assert not any(getattr(first, f"W_h{gate}").requires_grad for gate in first.GATES)
+    assert all(getattr(first, f"W_i{gate}").requires_grad for gate in first.GATES)
+    assert all(getattr(second, f"b_{gate}").requires_grad for gate in second.GATES)
+    x = torch.randn(6, 2, 3, dtype=F64)
+    assert_close(ours(x)[0], reference(x)[0], F64, "eval mode: no dropout on either side")
+    back = ours.to_torch()
+    assert not back.training and not back.weight_hh_l0.requires_grad and back.weight_ih_l0.requires_grad
+    assert ours.train().to_torch().training
+    cell = LSTMCell.from_torch(nn.LSTMCell(3, 4).eval().requires_grad_(False))
+    assert not cell.training and not any(parameter.requires_grad for parameter in cell.parameters())
+    assert not cell.to_torch().training and not cell.to_torch().weight_ih.requires_grad
+
+
+def test_to_torch_refuses_a_gate_frozen_alone():
+    lstm = LSTM(3, 4)
+    lstm.cells[0].W_hf.requires_grad_(False)
+    raised = bad_call(lstm.to_torch)
+    assert raised.type is ValueError and "W_hf" in str(raised.value) and "weight_hh" in str(raised.value)
+
+
+def test_torch_jit_trace_steps_the_cell_plainly():
+    # A custom autograd Function under torch.jit.trace once crashed the process: run it in one of its own.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import warnings, torch
+from lstm_cell import LSTM
+warnings.simplefilter("ignore", torch.jit.TracerWarning)
+torch.manual_seed(0)
+lstm = LSTM(3, 4, 2, dtype=torch.float64)
+x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+traced = torch.jit.trace(lstm, x)
+output = traced(x)[0]
+torch.testing.assert_close(output, lstm(x)[0])
+output.sum().backward()
+assert x.grad is not None and torch.isfinite(x.grad).all()
+print("traced")
+"""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "traced", done.stderr[-2000:]
+
+
 def test_the_module_reads_in_the_promised_order():
     source = inspect.getsource(lstm_cell)
     assert source.index("c' = f ⊙ c + i ⊙ g") < source.index("class LSTMCell")
