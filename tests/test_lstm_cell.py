@@ -1075,6 +1075,21 @@ def test_a_check_at_one_size_is_not_reused_at_another():
     gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
 
 
+def test_a_check_that_runs_into_nan_on_both_sides_is_no_agreement():
+    class RootGain(LSTMCell):  # mixes units; the check's randomly drawn gains make the root NaN
+        def __init__(self, input_size, hidden_size, bias=True, **kwargs):
+            super().__init__(input_size, hidden_size, bias, **kwargs)
+            self.gain = nn.Parameter(torch.ones(hidden_size, dtype=self.W_ig.dtype))
+
+        def output_activation(self, c_next):
+            return torch.tanh(c_next).roll(1, dims=1) * self.gain.sqrt()
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=RootGain, dtype=F64)
+    assert lstm.training_path() != "bptt, local derivatives by autograd"
+    gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
+
+
 def test_a_changed_buffer_attribute_submodule_or_training_mode_is_checked_anew():
     class Tunable(LSTMCell):
         def __init__(self, *args, **options):
