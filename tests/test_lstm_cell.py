@@ -1007,6 +1007,32 @@ def test_to_torch_refuses_a_gate_frozen_alone():
     assert raised.type is ValueError and "W_hf" in str(raised.value) and "weight_hh" in str(raised.value)
 
 
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_torch_utils_checkpoint_works_on_the_first_call(use_reentrant):
+    class Fresh(LSTMCell):  # a class of its own: no check of it has run before this test's first call
+        pass
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, 2, variant=Fresh, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+    inputs = [x, *lstm.parameters()]
+
+    def output(x):
+        return lstm(x)[0]
+
+    def checkpointed(x):
+        return torch.utils.checkpoint.checkpoint(output, x, use_reentrant=use_reentrant)
+
+    gradients = []
+    for run in (checkpointed, output):
+        run(x).sum().backward()  # the reentrant checkpoint supports .backward() only
+        gradients.append([tensor.grad.clone() for tensor in inputs])
+        for tensor in inputs:
+            tensor.grad = None
+    for actual, wanted in zip(*gradients, strict=True):
+        assert_close(actual, wanted, F64, "gradient through torch.utils.checkpoint")
+
+
 def test_torch_jit_trace_steps_the_cell_plainly():
     # A custom autograd Function under torch.jit.trace once crashed the process: run it in one of its own.
     import subprocess
