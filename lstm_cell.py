@@ -72,7 +72,7 @@ class LSTMCell(nn.Module):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.bias = check_bool("bias", bias)
-        self.forget_bias = check_forget_bias(forget_bias, bias)
+        self.forget_bias = check_forget_bias(forget_bias, bias, dtype)
         like = {"device": device, "dtype": dtype}
         for gate in self.GATES:
             setattr(self, f"W_i{gate}", nn.Parameter(torch.empty(hidden_size, input_size, **like)))
@@ -891,13 +891,19 @@ def check_dropout(dropout: float, num_layers: int) -> float:
     return float(dropout)
 
 
-def check_forget_bias(forget_bias: float | None, bias: bool) -> float | None:
+def check_forget_bias(forget_bias: float | None, bias: bool, dtype: torch.dtype | None) -> float | None:
     if forget_bias is None:
         return None
     if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
         raise TypeError(f"forget_bias must be a number or None, got {type(forget_bias).__name__}")
     if not math.isfinite(forget_bias):
         raise ValueError(f"forget_bias must be finite, got {forget_bias}")
+    largest = torch.finfo(dtype or torch.get_default_dtype()).max
+    if abs(forget_bias) > largest:
+        raise ValueError(
+            f"forget_bias must fit the parameters' dtype, {dtype or torch.get_default_dtype()} "
+            f"(at most {largest:.4g} in size), got {forget_bias}"
+        )
     if not bias:
         raise ValueError(f"forget_bias={forget_bias} needs bias=True: with bias=False there is no b_f")
     return float(forget_bias)

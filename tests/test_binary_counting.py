@@ -326,6 +326,7 @@ BAD_ARGUMENTS = [
     ["--variant", "gru"],
     ["--forget-bias", "one"],
     ["--forget-bias", "inf"],
+    ["--forget-bias", "1e39"],  # finite, but beyond float32
     ["--cell", "torch", "--variant", "cifg"],
     ["--variant", "nfg", "--forget-bias", "1"],
     ["--device", "tpu"],

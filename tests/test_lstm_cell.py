@@ -140,6 +140,7 @@ def test_forget_bias_sets_the_initial_forget_gate_bias_only():
         LSTM(2, 3, variant="nfg", forget_bias=1.0)
     with pytest.raises(ValueError, match="bias=False"):
         LSTM(2, 3, bias=False, forget_bias=1.0)
+    assert LSTM(2, 3, forget_bias=1e39, dtype=F64).cells[0].b_f[0] == 1e39  # float64 holds it
 
 
 @pytest.mark.parametrize("with_state", [False, True])
@@ -945,6 +946,7 @@ def test_unbatched_errors_name_what_the_caller_passed_with_batch_first():
         (lambda: LSTM(3, 4, proj_size=2), ValueError, ["proj_size=2", "not supported"]),
         (lambda: LSTM(3, 4, forget_bias="1"), TypeError, ["forget_bias", "str"]),
         (lambda: LSTM(3, 4, forget_bias=float("nan")), ValueError, ["forget_bias", "finite"]),
+        (lambda: LSTM(3, 4, forget_bias=1e39), ValueError, ["forget_bias", "torch.float32", "1e+39"]),
     ],
 )
 def test_constructors_reject_bad_settings(make, error, words):

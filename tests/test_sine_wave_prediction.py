@@ -327,6 +327,7 @@ BAD_ARGUMENTS = [
     ["--plot-epochs", "-1"],
     ["--seed", "-1"],
     ["--cell", "gru"],
+    ["--forget-bias", "1e39"],  # finite, but beyond float32
     ["--device", "tpu"],
     *([["--device", "cuda"]] if not torch.cuda.is_available() else []),
     *([["--device", "mps"]] if not torch.backends.mps.is_available() else []),
