@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 
 import binary_counting
 from experiment_utils import (
+    check_out_dir,
     describe_machine,
     load_model,
     markdown_table,
@@ -66,6 +67,7 @@ CONFIGURATIONS: list[tuple[str, list[str]]] = [
 ]
 QUICK = ["--epochs", "1", "--train-samples", "64", "--valid-samples", "20", "--hidden-size", "4"]
 QUICK_SCAN = ["--max-test-length", "12"]
+QUICK_OUT_DIR = Path("runs/length_generalization_quick")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,14 +75,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out-dir",
         type=Path,
-        default=Path("figures"),
-        help="where the JSON and figures go (default: figures)",
+        default=None,
+        help="where the JSON and figures go (default: figures, the committed study; with --quick,"
+        f" {QUICK_OUT_DIR}, so that a trial never overwrites it)",
     )
     parser.add_argument(
         "--runs-dir",
         type=Path,
-        default=Path("runs/length_generalization"),
-        help="where each run writes its own files (default: runs/length_generalization, ignored by git)",
+        default=None,
+        help="where each run writes its own files (default: runs/length_generalization, ignored by git;"
+        f" with --quick, {QUICK_OUT_DIR / 'runs'})",
     )
     parser.add_argument(
         "--seeds", type=seed_value, nargs="+", default=SEEDS, metavar="S", help="(default: 0 1 2 3 4)"
@@ -96,6 +100,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="every configuration on tiny settings, for tests (seconds)"
     )
     args = parser.parse_args(argv)
+    if args.out_dir is None:
+        args.out_dir = QUICK_OUT_DIR if args.quick else Path("figures")
+    if args.runs_dir is None:
+        args.runs_dir = QUICK_OUT_DIR / "runs" if args.quick else Path("runs/length_generalization")
+    # Before any training: a folder that cannot be written would lose every finished run.
+    check_out_dir(parser, args.out_dir)
+    check_out_dir(parser, args.runs_dir)
     names = [name for name, _ in CONFIGURATIONS]
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:

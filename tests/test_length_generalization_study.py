@@ -100,6 +100,25 @@ def committed() -> dict:
     return json.loads(COMMITTED.read_text())
 
 
+def test_quick_never_writes_into_the_committed_study_by_default() -> None:
+    args = study.parse_args(["--quick"])
+    assert args.out_dir == study.QUICK_OUT_DIR and args.runs_dir == study.QUICK_OUT_DIR / "runs"
+    assert study.QUICK_OUT_DIR.parts[0] == "runs"  # git-ignored
+    full = study.parse_args([])
+    assert (full.out_dir, full.runs_dir) == (Path("figures"), Path("runs/length_generalization"))
+
+
+@pytest.mark.parametrize("option", ["--out-dir", "--runs-dir"])
+def test_a_folder_that_is_a_file_is_a_usage_error_before_any_training(option, tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(["--quick", "--seeds", "3", "--out-dir", str(tmp_path / "out"), option, str(a_file)])
+    assert exit_info.value.code == 2
+    assert "expected a folder" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]  # nothing trained or written
+
+
 def test_committed_study_has_five_seeds_per_configuration_and_the_published_one() -> None:
     results = committed()
     names = [entry["name"] for entry in results["configurations"]]
