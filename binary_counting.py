@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiment_utils import (
+    ResumeKeys,
     add_common_arguments,
     build_model,
     check_finite,
@@ -64,6 +65,9 @@ FIGURE_NAME = "train_binary.png"
 JSON_NAME = "binary_counting.json"
 WEIGHTS_NAME = "binary_counting.pt"  # the model's state_dict after the last finished epoch
 CHECKPOINT_NAME = "binary_counting.checkpoint.pt"  # everything --resume needs
+RESUME_KEYS = ResumeKeys(
+    extras=("compile_seconds",), generators=("data", "shuffle")
+)  # what its checkpoint holds besides make_checkpoint's own
 DEFAULT_OUT_DIR = "runs/binary_counting"  # outside the tracked files: a trial run changes nothing in git
 EVALUATION_BATCH_SIZE = 1000  # no gradients are kept while evaluating, so large batches cost little
 TARGETS = ("final", "every-step")
@@ -145,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--compile compiles the model's read-out after the last step only; leave it out with"
             " --train-lengths or --target every-step"
         )
-    return finish_parsing(parser, argv, args, CHECKPOINT_NAME)
+    return finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -254,11 +255,14 @@ def apply_resume(
     argv: Sequence[str] | None,
     args: argparse.Namespace,
     checkpoint_name: str,
+    resume_keys: ResumeKeys,
 ) -> None:
     """For --resume: take the stored run's settings into `args`; a usage error where they cannot be.
 
-    Errors (exit status 2): no checkpoint `checkpoint_name` in --out-dir, one that cannot be read, a
-    run that diverged, or an option on the command line that contradicts the stored setting.
+    Errors (exit status 2): no checkpoint `checkpoint_name` in --out-dir, one that cannot be read or
+    lacks what the script's `resume_keys` name, weights or an optimizer state that do not fit the
+    stored settings, a run that diverged, or an option on the command line that contradicts the
+    stored setting. All of it is checked here, before any training.
     """
     if not getattr(args, "resume", False):
         return
@@ -267,13 +271,15 @@ def apply_resume(
         parser.error(f"--resume: no run to resume in {args.out_dir} (expected {path})")
     try:
         checkpoint = load_checkpoint(path)
-        stored = checkpoint["config"]
-        history = checkpoint["history"]
     except Exception as error:  # a checkpoint we did not write, or a damaged one: say so in one line
         parser.error(
             f"--resume: {path} is not a checkpoint these scripts can read ({type(error).__name__});"
             " start a new run without --resume"
         )
+    problem = checkpoint_problem(checkpoint, resume_keys)
+    if problem is not None:
+        parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
+    stored, history = checkpoint["config"], checkpoint["history"]
     if history and not math.isfinite(history[-1]["train_loss"]):
         parser.error(
             f"--resume: the run in {args.out_dir} diverged at epoch {history[-1]['epoch']};"
@@ -303,6 +309,89 @@ def apply_resume(
         if name == "threads" and value > (os.cpu_count() or 1):
             continue  # a run moved to a smaller machine keeps the default
         setattr(args, name, value)
+    problem = state_problem(checkpoint, args)
+    if problem is not None:
+        parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
+
+
+@dataclass(frozen=True)
+class ResumeKeys:
+    """What a script's checkpoint holds beyond `make_checkpoint`'s own keys: its `extra` values and the
+    names of the generators `random_state` was given."""
+
+    extras: tuple[str, ...]
+    generators: tuple[str, ...]
+
+
+# make_checkpoint's keys, each with the type it writes.
+CHECKPOINT_TYPES = {"config": dict, "history": list, "model": dict, "optimizer": dict, "random": dict}
+
+
+def checkpoint_problem(checkpoint: object, resume_keys: ResumeKeys) -> str | None:
+    """What keeps `checkpoint` from being one that `make_checkpoint` wrote for this script, or None."""
+    if not isinstance(checkpoint, dict):
+        return f"expected a dict of the run's state, found a {type(checkpoint).__name__}"
+    missing = [key for key in (*CHECKPOINT_TYPES, *resume_keys.extras) if key not in checkpoint]
+    if missing:
+        return f"it lacks {', '.join(missing)} (an older format, or not this script's)"
+    for key, kind in CHECKPOINT_TYPES.items():
+        if not isinstance(checkpoint[key], kind):
+            return f"its {key} is a {type(checkpoint[key]).__name__}, expected a {kind.__name__}"
+    for index, epoch in enumerate(checkpoint["history"]):
+        if not (
+            isinstance(epoch, dict) and epoch.get("epoch") == index and is_number(epoch.get("train_loss"))
+        ):
+            return f"its history's entry {index} is not epoch {index} with a train_loss"
+    random_state = checkpoint["random"]
+    missing = [key for key in ("python", "numpy", "torch", "generators") if key not in random_state]
+    if not missing and isinstance(random_state["generators"], dict):
+        missing = [
+            f"the {name} generator"
+            for name in resume_keys.generators
+            if name not in random_state["generators"]
+        ]
+    if missing:
+        return f"its random state lacks {', '.join(missing)}"
+    if not all(isinstance(value, Tensor) for value in checkpoint["model"].values()):
+        return "its model state holds something other than tensors"
+    return None
+
+
+def state_problem(checkpoint: dict, args: argparse.Namespace) -> str | None:
+    """Whether the checkpoint's weights and optimizer state fit the model that `args` (with the stored
+    settings taken in) builds; None when they do."""
+    try:
+        with torch.random.fork_rng(devices=[]):  # a trial model, whose random weights leave no trace
+            model = build_model(
+                args.cell,
+                args.hidden_size,
+                torch.device("cpu"),
+                variant=args.variant,
+                forget_bias=args.forget_bias,
+            )
+    except (TypeError, ValueError) as error:  # settings edited into something no model has
+        return f"its settings build no model ({error})"
+    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    found = {name: tuple(value.shape) for name, value in checkpoint["model"].items()}
+    if found != expected:
+        differing = sorted(
+            name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name)
+        )
+        name = differing[0]
+        return (
+            f"its weights do not fit the run's settings: {name} is {found.get(name, 'missing')} in the "
+            f"checkpoint, {expected.get(name, 'not a parameter')} for its settings"
+            + (f" (and {len(differing) - 1} more)" if len(differing) > 1 else "")
+        )
+    groups = checkpoint["optimizer"].get("param_groups")
+    parameters = len(list(model.parameters()))
+    if not isinstance(groups, list) or sum(len(group.get("params", ())) for group in groups) != parameters:
+        return f"its optimizer state does not cover the model's {parameters} parameters"
+    return None
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def finish_parsing(
@@ -310,13 +399,14 @@ def finish_parsing(
     argv: Sequence[str] | None,
     args: argparse.Namespace,
     checkpoint_name: str | None = None,
+    resume_keys: ResumeKeys = ResumeKeys((), ()),
 ) -> argparse.Namespace:
     """The checks every script makes last: a cell that can be built, a usable --out-dir, then --resume's
-    stored settings."""
+    stored settings and checkpoint (which holds `resume_keys` too)."""
     check_cell(parser, args)
     check_out_dir(parser, args.out_dir)
     if checkpoint_name is not None:
-        apply_resume(parser, argv, args, checkpoint_name)
+        apply_resume(parser, argv, args, checkpoint_name, resume_keys)
     return args
 
 

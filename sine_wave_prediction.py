@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiment_utils import (
+    ResumeKeys,
     add_common_arguments,
     build_model,
     check_finite,
@@ -75,6 +76,9 @@ PLOT_EPOCHS = (0, 2, 9)  # the published figures: after the first, the third and
 JSON_NAME = "sine_wave.json"
 WEIGHTS_NAME = "sine_wave.pt"  # the model's state_dict after the last finished epoch
 CHECKPOINT_NAME = "sine_wave.checkpoint.pt"  # everything --resume needs
+RESUME_KEYS = ResumeKeys(
+    extras=("forecasts", "compile_seconds"), generators=("shuffle",)
+)  # what its checkpoint holds besides make_checkpoint's own
 DEFAULT_OUT_DIR = "runs/sine_wave"  # outside the tracked files: a trial run changes nothing in git
 
 
@@ -110,7 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--plot-epochs {' '.join(map(str, outside))} outside this run's epochs 0 … {args.epochs - 1}"
         )
     args.plot_epochs = sorted(set(args.plot_epochs))
-    return finish_parsing(parser, argv, args, CHECKPOINT_NAME)
+    return finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -291,6 +291,63 @@ def test_resume_without_a_run_is_a_usage_error(tmp_path: Path, capsys) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def damage(checkpoint: dict, script, kind: str) -> object:
+    """The checkpoint as an older format, a foreign file or an edited run would leave it."""
+    if kind == "not a dict":
+        return [checkpoint]
+    if kind == "config not a dict":
+        return {**checkpoint, "config": "hidden_size=4"}
+    if kind == "no random state":
+        return {key: value for key, value in checkpoint.items() if key != "random"}
+    if kind == "no script value":
+        return {key: value for key, value in checkpoint.items() if key != script.RESUME_KEYS.extras[0]}
+    if kind == "a generator missing":
+        generators = dict(checkpoint["random"]["generators"])
+        generators.pop(script.RESUME_KEYS.generators[0])
+        return {**checkpoint, "random": {**checkpoint["random"], "generators": generators}}
+    if kind == "weights unlike the config":
+        return {**checkpoint, "config": {**checkpoint["config"], "hidden_size": 5}}
+    if kind == "settings no model has":
+        return {**checkpoint, "config": {**checkpoint["config"], "variant": "gru"}}
+    if kind == "history out of order":
+        return {**checkpoint, "history": checkpoint["history"][::-1]}
+    if kind == "optimizer of another model":
+        optimizer = checkpoint["optimizer"]
+        groups = [{**optimizer["param_groups"][0], "params": [0]}]
+        return {**checkpoint, "optimizer": {**optimizer, "param_groups": groups}}
+    raise AssertionError(kind)
+
+
+DAMAGES = [
+    "not a dict",
+    "config not a dict",
+    "no random state",
+    "no script value",
+    "a generator missing",
+    "weights unlike the config",
+    "settings no model has",
+    "history out of order",
+    "optimizer of another model",
+]
+
+
+@SCRIPTS
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_resume_of_a_damaged_checkpoint_is_a_usage_error(script, kind, whole_runs, tmp_path, capsys) -> None:
+    source = whole_runs(script)[0].out_dir
+    out_dir = tmp_path / "run"
+    shutil.copytree(source, out_dir)
+    checkpoint_path = out_dir / script.CHECKPOINT_NAME
+    torch.save(damage(load_checkpoint(checkpoint_path), script, kind), checkpoint_path)
+    before = {path.name: path.read_bytes() for path in out_dir.iterdir()}
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--out-dir", str(out_dir), "--resume", "--quiet"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--resume:" in error and "start a new run without --resume" in error, error
+    assert {path.name: path.read_bytes() for path in out_dir.iterdir()} == before  # nothing written
+
+
 def test_resume_of_a_finished_run_changes_no_result(whole_runs) -> None:
     out_dir = whole_runs(binary_counting)[0].out_dir
     before = strict_json(out_dir / binary_counting.JSON_NAME)
