@@ -779,12 +779,15 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def run_until_interrupted(train: Callable[[list[dict]], object], report: Callable[[list[dict]], str]) -> int:
+def run_until_interrupted(
+    train: Callable[[list[dict]], object], report: Callable[[list[dict]], str], unit: str = "epoch"
+) -> int:
     """Run `train(history)` and turn every way it can stop into one line on stderr and an exit status.
 
-    `train` appends one dict per finished epoch to `history` and writes its files after each, so a
-    stopped run keeps every finished epoch. Ctrl-C: status 130; SIGTERM: 143 (both print the table
-    of the finished epochs); a diverged run: 3, after its table; a file that could not be written: 1.
+    `train` appends one dict per finished `unit` (an epoch, or a study's configuration) to `history`
+    and writes its files after each, so a stopped run keeps every finished one. Ctrl-C: status 130;
+    SIGTERM: 143 (both print `report` of the finished ones); a diverged run: 3, after its report; a
+    file that could not be written: 1.
     """
     history: list[dict] = []
     try:
@@ -793,7 +796,7 @@ def run_until_interrupted(train: Callable[[list[dict]], object], report: Callabl
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
         name = "Terminated (SIGTERM)" if terminated else "Interrupted"
-        print(f"\n{name}: stopped after {len(history)} finished epoch(s).", file=sys.stderr)
+        print(f"\n{name}: stopped after {len(history)} finished {unit}(s).", file=sys.stderr)
         if history:
             print(report(history))
         return TERMINATED_EXIT_STATUS if terminated else INTERRUPTED_EXIT_STATUS

@@ -11,7 +11,11 @@ at every scanned length, and writes
     figures/length_generalization_best.pt (+ .json)   the best run's weights, for load_model
 
     python length_generalization_study.py               # the committed study (about 25 minutes on a CPU)
-    python length_generalization_study.py --quick --out-dir /tmp/study   # tiny settings, seconds
+    python length_generalization_study.py --quick       # tiny settings, seconds, under runs/
+
+The files are written after every configuration. Ctrl-C or SIGTERM stops the study with one line
+(status 130 or 143) and keeps every finished configuration; entries already in --out-dir stay until
+a configuration of the same name replaces them, so `--only NAME …` finishes a stopped study.
 
 Each entry's "command" with `--seed S` reproduces, on a CPU, the committed number for seed S. The
 configurations, the literature behind them and the reading of the results are in the README
@@ -35,8 +39,10 @@ import binary_counting
 from experiment_utils import (
     check_out_dir,
     describe_machine,
+    interrupts_held,
     load_model,
     markdown_table,
+    run_until_interrupted,
     save_figure,
     save_json,
     save_torch,
@@ -47,6 +53,11 @@ JSON_NAME = "length_generalization.json"
 FIGURE_NAME = "length_generalization.png"
 BEST_NAME = "length_generalization_best"  # .pt: the best run's weights; .json: its config, for load_model
 SEEDS = [0, 1, 2, 3, 4]
+DESCRIPTION = (
+    "binary_counting.py over seeds; longest_counted_length: the largest L such that every length 1 … L"
+    " is counted right (rounded prediction = count) on ≥ 99 % of 500 fresh sequences. Each command"
+    " with --seed S gives the number for seed S."
+)
 MAX_TRAIN_LENGTH = 20
 SCAN = ["--max-test-length", str(10 * MAX_TRAIN_LENGTH)]
 
@@ -175,6 +186,8 @@ def save_best(study: dict, out_dir: Path) -> None:
     """Copy the best run's weights to out_dir/BEST_NAME.pt with the JSON that load_model reads beside it."""
     configuration, index = best_run(study)
     run_dir = Path(configuration["run_dirs"][index])
+    if not run_dir.is_dir() and kept_best_is(configuration, index, out_dir):
+        return  # a kept entry, its run folder in another clone: the copy already here is that run's
     run = json.loads((run_dir / binary_counting.JSON_NAME).read_text())
     # On this branch experiment_utils.config_of records an unset option (None) as the string "None"
     # (main keeps it null), which load_model would pass on to build_model; the copy says null.
@@ -192,6 +205,15 @@ def save_best(study: dict, out_dir: Path) -> None:
         },
         out_dir / f"{BEST_NAME}.json",
     )
+
+
+def kept_best_is(configuration: dict, index: int, out_dir: Path) -> bool:
+    """Whether out_dir already holds the best weights of that configuration's seed `index`."""
+    path = out_dir / f"{BEST_NAME}.json"
+    if not (path.is_file() and (out_dir / f"{BEST_NAME}.pt").is_file()):
+        return False
+    best = json.loads(path.read_text())
+    return (best.get("name"), best.get("seed")) == (configuration["name"], configuration["seeds"][index])
 
 
 def summary_table(study: dict) -> str:
@@ -244,28 +266,62 @@ def plot_study(study: dict) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the study; the exit status of `run_until_interrupted` (Ctrl-C 130, SIGTERM 143, each keeping
+    every finished configuration in --out-dir)."""
     args = parse_args(argv)
-    study = {
-        "description": "binary_counting.py over seeds; longest_counted_length: the largest L such that"
-        " every length 1 … L is counted right (rounded prediction = count) on ≥ 99 % of 500 fresh"
-        " sequences. Each command with --seed S gives the number for seed S.",
-        "configurations": [],
-    }
+    # Entries already in --out-dir stay until a configuration of the same name replaces them: what
+    # --only leaves alone, and what a stopped study has not reached yet.
     kept = {}
-    if args.only is not None and (args.out_dir / JSON_NAME).is_file():
+    if (args.out_dir / JSON_NAME).is_file():
         previous = json.loads((args.out_dir / JSON_NAME).read_text())["configurations"]
         kept = {entry["name"]: entry for entry in previous}
-    for name, options in configurations(args.quick):
-        if args.only is None or name in args.only:
-            study["configurations"].append(run_configuration(name, options, args.seeds, args.runs_dir))
-        elif name in kept:
-            study["configurations"].append(kept[name])
-    save_json(study, args.out_dir / JSON_NAME)
-    save_figure(plot_study(study), args.out_dir / FIGURE_NAME)
-    save_best(study, args.out_dir)
-    print(summary_table(study))
-    print(f"\nWrote {args.out_dir / JSON_NAME}, {args.out_dir / FIGURE_NAME}, {args.out_dir / BEST_NAME}.pt")
-    return 0
+    chosen = [
+        (name, options)
+        for name, options in configurations(args.quick)
+        if args.only is None or name in args.only
+    ]
+
+    def run(finished: list[dict]) -> None:
+        for name, options in chosen:
+            finished.append(run_configuration(name, options, args.seeds, args.runs_dir))
+            # After every configuration, so that a stopped study keeps what finished.
+            write_study(study_of(finished, kept, args.quick), args.out_dir)
+        print(summary_table(study_of(finished, kept, args.quick)))
+        print(
+            f"\nWrote {args.out_dir / JSON_NAME}, {args.out_dir / FIGURE_NAME}, {args.out_dir / BEST_NAME}.pt"
+        )
+
+    def report(finished: list[dict]) -> str:
+        done = {entry["name"] for entry in finished}
+        rest = [name for name, _ in chosen if name not in done]
+        return (
+            f"Kept in {args.out_dir}: {len(finished)} finished configuration(s); to finish, run again"
+            f" with --only {shlex.join(rest)}"
+        )
+
+    return run_until_interrupted(run, report, unit="configuration")
+
+
+def study_of(finished: list[dict], kept: dict[str, dict], quick: bool) -> dict:
+    """The study's JSON: every configuration in its order, run now (`finished`) or kept from before."""
+    entries = {entry["name"]: entry for entry in finished}
+    return {
+        "description": DESCRIPTION,
+        "configurations": [
+            entries.get(name, kept.get(name))
+            for name, _ in configurations(quick)
+            if name in entries or name in kept
+        ],
+    }
+
+
+def write_study(study: dict, out_dir: Path) -> None:
+    """The figure, the best run's weights and the JSON last, each atomically and all with Ctrl-C and
+    SIGTERM held, so that a stopped study leaves the three files of one set of configurations."""
+    with interrupts_held():
+        save_figure(plot_study(study), out_dir / FIGURE_NAME)
+        save_best(study, out_dir)
+        save_json(study, out_dir / JSON_NAME)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +88,53 @@ def test_only_reruns_the_named_configurations_and_keeps_the_others(quick_study: 
     assert [entry["name"] for entry in after] == [entry["name"] for entry in before]
     assert after[1:] == before[1:] and after[0]["run_dirs"] != before[0]["run_dirs"]
     assert after[0]["longest_counted_length"] == before[0]["longest_counted_length"]  # same seed
+
+
+def test_only_works_where_the_kept_best_run_s_folder_is_missing(quick_study: Path, tmp_path: Path) -> None:
+    # As in a fresh clone: the committed JSON names run folders under the git-ignored runs/.
+    for name in (study.JSON_NAME, f"{study.BEST_NAME}.json", f"{study.BEST_NAME}.pt"):
+        shutil.copy(quick_study / name, tmp_path / name)
+    results = json.loads((tmp_path / study.JSON_NAME).read_text())
+    best, _ = study.best_run(results)
+    other = next(entry["name"] for entry in results["configurations"] if entry["name"] != best["name"])
+    for entry in results["configurations"]:
+        entry["run_dirs"] = [str(tmp_path / "gone" / Path(run_dir).name) for run_dir in entry["run_dirs"]]
+    (tmp_path / study.JSON_NAME).write_text(json.dumps(results))
+    best_weights = (tmp_path / f"{study.BEST_NAME}.pt").read_bytes()
+    argv = ["--quick", "--only", other, "--seeds", "3", "--out-dir", str(tmp_path)]
+    assert study.main([*argv, "--runs-dir", str(tmp_path / "rerun")]) == 0
+    after = json.loads((tmp_path / study.JSON_NAME).read_text())
+    if study.best_run(after)[0]["name"] == best["name"]:
+        assert (tmp_path / f"{study.BEST_NAME}.pt").read_bytes() == best_weights  # kept, not rebuilt
+
+
+def test_ctrl_c_keeps_every_finished_configuration(tmp_path: Path) -> None:
+    seeds = [str(seed) for seed in range(8)]  # slow enough to be stopped after its first configuration
+    command = [sys.executable, "length_generalization_study.py", "--quick", "--seeds", *seeds]
+    command += ["--out-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / study.JSON_NAME).is_file():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no configuration finished within 120 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Interrupted: stopped after"), stderr
+    finished = int(lines[0].split("stopped after ")[1].split()[0])
+    kept = json.loads((tmp_path / study.JSON_NAME).read_text())["configurations"]
+    assert 1 <= finished == len(kept) < len(study.configurations(quick=True))
+    assert all(entry["seeds"] == list(range(8)) for entry in kept)
+    assert f"{finished} finished configuration(s); to finish, run again with --only" in stdout
+    assert (tmp_path / f"{study.BEST_NAME}.pt").is_file() and (tmp_path / study.FIGURE_NAME).is_file()
 
 
 def test_unknown_configuration_is_a_usage_error(capsys) -> None:
