@@ -66,7 +66,7 @@ JSON_NAME = "binary_counting.json"
 WEIGHTS_NAME = "binary_counting.pt"  # the model's state_dict after the last finished epoch
 CHECKPOINT_NAME = "binary_counting.checkpoint.pt"  # everything --resume needs
 RESUME_KEYS = ResumeKeys(
-    extras=("compile_seconds",), generators=("data", "shuffle")
+    extras=("compile_seconds",), generators=("data", "shuffle"), optimizer="Adam"
 )  # what its checkpoint holds besides make_checkpoint's own
 DEFAULT_OUT_DIR = "runs/binary_counting"  # outside the tracked files: a trial run changes nothing in git
 EVALUATION_BATCH_SIZE = 1000  # no gradients are kept while evaluating, so large batches cost little

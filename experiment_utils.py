@@ -309,7 +309,7 @@ def apply_resume(
         if name == "threads" and value > (os.cpu_count() or 1):
             continue  # a run moved to a smaller machine keeps the default
         setattr(args, name, value)
-    problem = state_problem(checkpoint, args)
+    problem = state_problem(checkpoint, args, resume_keys)
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
 
@@ -321,6 +321,9 @@ class ResumeKeys:
 
     extras: tuple[str, ...]
     generators: tuple[str, ...]
+    optimizer: str = (
+        "Adam"  # the torch.optim class the script trains with, given only model.parameters() and lr
+    )
 
 
 # make_checkpoint's keys, each with the type it writes.
@@ -357,7 +360,7 @@ def checkpoint_problem(checkpoint: object, resume_keys: ResumeKeys) -> str | Non
     return None
 
 
-def state_problem(checkpoint: dict, args: argparse.Namespace) -> str | None:
+def state_problem(checkpoint: dict, args: argparse.Namespace, resume_keys: ResumeKeys) -> str | None:
     """Whether the checkpoint's weights and optimizer state fit the model that `args` (with the stored
     settings taken in) builds; None when they do."""
     try:
@@ -369,10 +372,10 @@ def state_problem(checkpoint: dict, args: argparse.Namespace) -> str | None:
                 variant=args.variant,
                 forget_bias=args.forget_bias,
             )
-    except (TypeError, ValueError) as error:  # settings edited into something no model has
+    except (TypeError, ValueError, OverflowError, RuntimeError) as error:  # settings edited into nonsense
         return f"its settings build no model ({error})"
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
-    found = {name: tuple(value.shape) for name, value in checkpoint["model"].items()}
+    expected = {name: tensor_kind(value) for name, value in model.state_dict().items()}
+    found = {name: tensor_kind(value) for name, value in checkpoint["model"].items()}
     if found != expected:
         differing = sorted(
             name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name)
@@ -383,10 +386,49 @@ def state_problem(checkpoint: dict, args: argparse.Namespace) -> str | None:
             f"checkpoint, {expected.get(name, 'not a parameter')} for its settings"
             + (f" (and {len(differing) - 1} more)" if len(differing) > 1 else "")
         )
-    groups = checkpoint["optimizer"].get("param_groups")
-    parameters = len(list(model.parameters()))
-    if not isinstance(groups, list) or sum(len(group.get("params", ())) for group in groups) != parameters:
-        return f"its optimizer state does not cover the model's {parameters} parameters"
+    history = checkpoint["history"]
+    if not 1 <= len(history) <= args.epochs:
+        return f"it holds {len(history)} epoch(s), where a run of {args.epochs} writes 1 to {args.epochs}"
+    return optimizer_problem(checkpoint["optimizer"], model, args.lr, resume_keys.optimizer)
+
+
+def tensor_kind(value: Tensor) -> str:
+    """Shape and dtype, what a loaded weight must share with the model's ("sparse", "meta": neither fits)."""
+    if value.layout != torch.strided or value.is_meta:
+        return f"a {value.layout} {'meta ' if value.is_meta else ''}tensor"
+    return f"{list(value.shape)} {value.dtype}"
+
+
+# The hyperparameters the scripts set or leave at their defaults: a saved optimizer must have the same.
+HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "momentum", "dampening", "nesterov")
+
+
+def optimizer_problem(saved: dict, model: nn.Module, lr: float, optimizer: str) -> str | None:
+    """Whether `saved` is the state of torch.optim.`optimizer`(model.parameters(), lr=lr); None if so."""
+    parameters = list(model.parameters())
+    fresh = getattr(torch.optim, optimizer)(parameters, lr=lr).state_dict()["param_groups"]
+    groups, state = saved.get("param_groups"), saved.get("state")
+    if not (isinstance(groups, list) and isinstance(state, dict) and len(groups) == len(fresh)):
+        return f"its optimizer state is not that of one {optimizer} over the model's parameters"
+    for group, wanted in zip(groups, fresh, strict=True):
+        if not isinstance(group, dict) or group.get("params") != wanted["params"]:
+            return f"its optimizer state does not list the model's {len(parameters)} parameters in order"
+        differing = [
+            key for key in HYPERPARAMETERS if key in wanted and group.get(key, "missing") != wanted[key]
+        ]
+        if differing:
+            found = ", ".join(f"{key} {group.get(key, 'missing')}" for key in differing)
+            return f"its optimizer has {found}, where the run's settings give {optimizer} with lr {lr}"
+    for key, values in state.items():
+        if not (isinstance(key, int) and 0 <= key < len(parameters) and isinstance(values, dict)):
+            return f"its optimizer state has an entry {key!r}, which names none of the model's parameters"
+        for name, value in values.items():
+            like = parameters[key]
+            if isinstance(value, Tensor) and value.dim() > 0 and tensor_kind(value) != tensor_kind(like):
+                return (
+                    f"its optimizer's {name} of parameter {key} is {tensor_kind(value)}, where the parameter"
+                    f" is {tensor_kind(like)}"
+                )
     return None
 
 

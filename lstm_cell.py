@@ -896,13 +896,13 @@ def check_forget_bias(forget_bias: float | None, bias: bool, dtype: torch.dtype 
         return None
     if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
         raise TypeError(f"forget_bias must be a number or None, got {type(forget_bias).__name__}")
-    if not math.isfinite(forget_bias):
+    if not (abs(forget_bias) < math.inf):  # an int too large for a float compares too, unlike isfinite
         raise ValueError(f"forget_bias must be finite, got {forget_bias}")
     largest = torch.finfo(dtype or torch.get_default_dtype()).max
     if abs(forget_bias) > largest:
         raise ValueError(
             f"forget_bias must fit the parameters' dtype, {dtype or torch.get_default_dtype()} "
-            f"(at most {largest:.4g} in size), got {forget_bias}"
+            f"(at most {largest:.4g} in size), got {str(forget_bias)[:24]}"
         )
     if not bias:
         raise ValueError(f"forget_bias={forget_bias} needs bias=True: with bias=False there is no b_f")

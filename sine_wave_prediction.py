@@ -77,7 +77,7 @@ JSON_NAME = "sine_wave.json"
 WEIGHTS_NAME = "sine_wave.pt"  # the model's state_dict after the last finished epoch
 CHECKPOINT_NAME = "sine_wave.checkpoint.pt"  # everything --resume needs
 RESUME_KEYS = ResumeKeys(
-    extras=("forecasts", "compile_seconds"), generators=("shuffle",)
+    extras=("forecasts", "compile_seconds"), generators=("shuffle",), optimizer="SGD"
 )  # what its checkpoint holds besides make_checkpoint's own
 DEFAULT_OUT_DIR = "runs/sine_wave"  # outside the tracked files: a trial run changes nothing in git
 

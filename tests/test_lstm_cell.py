@@ -947,6 +947,7 @@ def test_unbatched_errors_name_what_the_caller_passed_with_batch_first():
         (lambda: LSTM(3, 4, forget_bias="1"), TypeError, ["forget_bias", "str"]),
         (lambda: LSTM(3, 4, forget_bias=float("nan")), ValueError, ["forget_bias", "finite"]),
         (lambda: LSTM(3, 4, forget_bias=1e39), ValueError, ["forget_bias", "torch.float32", "1e+39"]),
+        (lambda: LSTM(3, 4, forget_bias=10**400), ValueError, ["forget_bias", "torch.float32"]),
     ],
 )
 def test_constructors_reject_bad_settings(make, error, words):

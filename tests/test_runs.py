@@ -309,6 +309,18 @@ def damage(checkpoint: dict, script, kind: str) -> object:
         return {**checkpoint, "config": {**checkpoint["config"], "hidden_size": 5}}
     if kind == "settings no model has":
         return {**checkpoint, "config": {**checkpoint["config"], "variant": "gru"}}
+    if kind == "optimizer at another lr":
+        optimizer = checkpoint["optimizer"]
+        groups = [{**optimizer["param_groups"][0], "lr": 5.0}]
+        return {**checkpoint, "optimizer": {**optimizer, "param_groups": groups}}
+    if kind == "optimizer state for no parameter":
+        optimizer = checkpoint["optimizer"]
+        state = {str(key): value for key, value in optimizer["state"].items()} | {"momentum": {}}
+        return {**checkpoint, "optimizer": {**optimizer, "state": state}}
+    if kind == "weights of another dtype":
+        return {**checkpoint, "model": {name: value.double() for name, value in checkpoint["model"].items()}}
+    if kind == "more epochs than its settings":
+        return {**checkpoint, "config": {**checkpoint["config"], "epochs": 1}}
     if kind == "history out of order":
         return {**checkpoint, "history": checkpoint["history"][::-1]}
     if kind == "optimizer of another model":
@@ -328,6 +340,10 @@ DAMAGES = [
     "settings no model has",
     "history out of order",
     "optimizer of another model",
+    "optimizer at another lr",
+    "optimizer state for no parameter",
+    "weights of another dtype",
+    "more epochs than its settings",
 ]
 
 
