@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 
 import binary_counting
 from experiment_utils import (
+    OutputError,
     check_out_dir,
     describe_machine,
     interrupts_held,
@@ -186,9 +187,16 @@ def save_best(study: dict, out_dir: Path) -> None:
     """Copy the best run's weights to out_dir/BEST_NAME.pt with the JSON that load_model reads beside it."""
     configuration, index = best_run(study)
     run_dir = Path(configuration["run_dirs"][index])
-    if not run_dir.is_dir() and kept_best_is(configuration, index, out_dir):
-        return  # a kept entry, its run folder in another clone: the copy already here is that run's
-    run = json.loads((run_dir / binary_counting.JSON_NAME).read_text())
+    run = run_in(run_dir)
+    # The folder must still hold that very run: a later, interrupted run of the same seed may have
+    # replaced it, and a fresh clone has none (runs/ is not committed).
+    if run is None or run.get("accuracy_by_length") != configuration["accuracy_by_length"][index]:
+        if kept_best_is(configuration, index, out_dir):
+            return  # the copy already in out_dir is that run's
+        raise OutputError(
+            f"the best run, {configuration['name']!r} with seed {configuration['seeds'][index]}, is no longer"
+            f" in {run_dir} nor in {out_dir}; run it again with --only {shlex.quote(configuration['name'])}"
+        )
     # On this branch experiment_utils.config_of records an unset option (None) as the string "None"
     # (main keeps it null), which load_model would pass on to build_model; the copy says null.
     config = {key: None if value == "None" else value for key, value in run["config"].items()}
@@ -207,13 +215,22 @@ def save_best(study: dict, out_dir: Path) -> None:
     )
 
 
+def run_in(run_dir: Path) -> dict | None:
+    """The JSON binary_counting.py wrote into run_dir, or None where there is none to read."""
+    try:
+        return json.loads((run_dir / binary_counting.JSON_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def kept_best_is(configuration: dict, index: int, out_dir: Path) -> bool:
     """Whether out_dir already holds the best weights of that configuration's seed `index`."""
     path = out_dir / f"{BEST_NAME}.json"
     if not (path.is_file() and (out_dir / f"{BEST_NAME}.pt").is_file()):
         return False
     best = json.loads(path.read_text())
-    return (best.get("name"), best.get("seed")) == (configuration["name"], configuration["seeds"][index])
+    names = (configuration["name"], configuration["seeds"][index])
+    return isinstance(best, dict) and (best.get("name"), best.get("seed")) == names
 
 
 def summary_table(study: dict) -> str:
@@ -316,11 +333,11 @@ def study_of(finished: list[dict], kept: dict[str, dict], quick: bool) -> dict:
 
 
 def write_study(study: dict, out_dir: Path) -> None:
-    """The figure, the best run's weights and the JSON last, each atomically and all with Ctrl-C and
+    """The best run's weights, the figure and the JSON last, each atomically and all with Ctrl-C and
     SIGTERM held, so that a stopped study leaves the three files of one set of configurations."""
     with interrupts_held():
+        save_best(study, out_dir)  # first: where the best run is gone, nothing is rewritten
         save_figure(plot_study(study), out_dir / FIGURE_NAME)
-        save_best(study, out_dir)
         save_json(study, out_dir / JSON_NAME)
 
 

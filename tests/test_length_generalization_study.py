@@ -108,6 +108,37 @@ def test_only_works_where_the_kept_best_run_s_folder_is_missing(quick_study: Pat
         assert (tmp_path / f"{study.BEST_NAME}.pt").read_bytes() == best_weights  # kept, not rebuilt
 
 
+def test_a_best_run_whose_folder_holds_another_run_is_never_copied(
+    quick_study: Path, tmp_path: Path, capsys
+) -> None:
+    # As after an interrupted re-run of the same seed: the folder's weights are no longer that run's.
+    out_dir = tmp_path / "study"
+    shutil.copytree(quick_study, out_dir)
+    results = json.loads((out_dir / study.JSON_NAME).read_text())
+    best, index = study.best_run(results)
+    run_json = Path(best["run_dirs"][index]) / binary_counting.JSON_NAME
+    replaced = tmp_path / "replaced"
+    shutil.copytree(run_json.parent, replaced)
+    other_run = json.loads((replaced / binary_counting.JSON_NAME).read_text())
+    other_run["accuracy_by_length"] = [0.0] * len(other_run["accuracy_by_length"])
+    (replaced / binary_counting.JSON_NAME).write_text(json.dumps(other_run))
+    for entry in results["configurations"]:
+        entry["run_dirs"] = [
+            str(replaced) if run_dir == best["run_dirs"][index] else run_dir for run_dir in entry["run_dirs"]
+        ]
+    (out_dir / study.JSON_NAME).write_text(json.dumps(results))
+    for name in (f"{study.BEST_NAME}.json", f"{study.BEST_NAME}.pt"):
+        (out_dir / name).unlink()
+    figure = (out_dir / study.FIGURE_NAME).read_bytes()
+    other = next(entry["name"] for entry in results["configurations"] if entry["name"] != best["name"])
+    argv = ["--quick", "--only", other, "--seeds", "3", "--out-dir", str(out_dir)]
+    assert study.main([*argv, "--runs-dir", str(tmp_path / "rerun")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: the best run") and "--only" in error, error
+    assert not (out_dir / f"{study.BEST_NAME}.pt").exists()
+    assert (out_dir / study.FIGURE_NAME).read_bytes() == figure
+
+
 def test_ctrl_c_keeps_every_finished_configuration(tmp_path: Path) -> None:
     seeds = [str(seed) for seed in range(8)]  # slow enough to be stopped after its first configuration
     command = [sys.executable, "length_generalization_study.py", "--quick", "--seeds", *seeds]
