@@ -116,9 +116,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.out_dir = QUICK_OUT_DIR if args.quick else Path("figures")
     if args.runs_dir is None:
         args.runs_dir = QUICK_OUT_DIR / "runs" if args.quick else Path("runs/length_generalization")
-    # Before any training: a folder that cannot be written would lose every finished run.
+    # Before any training: a folder that cannot be written would lose every finished run, and a JSON
+    # there that is not a study cannot keep its entries.
     check_out_dir(parser, args.out_dir)
     check_out_dir(parser, args.runs_dir)
+    problem = study_problem(args.out_dir / JSON_NAME)
+    if problem is not None:
+        parser.error(
+            f"--out-dir: {args.out_dir / JSON_NAME} {problem}; move it away or choose another --out-dir"
+        )
     names = [name for name, _ in CONFIGURATIONS]
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:
@@ -317,6 +323,27 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     return run_until_interrupted(run, report, unit="configuration")
+
+
+# What every configuration's entry holds (run_configuration writes them).
+ENTRY_KEYS = ("name", "command", "seeds", "longest_counted_length", "accuracy_by_length", "run_dirs")
+
+
+def study_problem(path: Path) -> str | None:
+    """Why the file at `path` is not a study this script wrote, or None (also when there is none)."""
+    if not path.exists():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return f"cannot be read as JSON ({type(error).__name__})"
+    entries = results.get("configurations") if isinstance(results, dict) else None
+    if not isinstance(entries, list):
+        return "is not a study (no list of configurations)"
+    for entry in entries:
+        if not (isinstance(entry, dict) and all(key in entry for key in ENTRY_KEYS)):
+            return f"holds an entry that is not a configuration's ({', '.join(ENTRY_KEYS)})"
+    return None
 
 
 def study_of(finished: list[dict], kept: dict[str, dict], quick: bool) -> dict:

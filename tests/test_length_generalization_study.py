@@ -139,6 +139,19 @@ def test_a_best_run_whose_folder_holds_another_run_is_never_copied(
     assert (out_dir / study.FIGURE_NAME).read_bytes() == figure
 
 
+@pytest.mark.parametrize(
+    "text", ["", "[1, 2]", '{"description": "x"}', '{"configurations": {}}', '{"configurations": ["x"]}']
+)
+def test_a_json_in_out_dir_that_is_no_study_is_a_usage_error(text: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / study.JSON_NAME).write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        study.main(
+            ["--quick", "--seeds", "3", "--out-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]
+        )
+    assert exit_info.value.code == 2 and "choose another --out-dir" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == [study.JSON_NAME]
+
+
 def test_ctrl_c_keeps_every_finished_configuration(tmp_path: Path) -> None:
     seeds = [str(seed) for seed in range(8)]  # slow enough to be stopped after its first configuration
     command = [sys.executable, "length_generalization_study.py", "--quick", "--seeds", *seeds]
