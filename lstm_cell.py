@@ -450,9 +450,11 @@ class LSTM(nn.Module):
                     "works in eager mode only; use backward='auto' or 'autograd'"
                 )
             return run_step_by_step
-        definition = definition_of(cell)  # computed once: both checks below are keyed on it
+        # Known without running it: a forward of its own is run by stepping the cell, never stood in for.
+        overridden = forward_is_overridden(cell)
+        definition = None if overridden else definition_of(cell)  # computed once: the checks use it
         if needs_grad and self.backward != "autograd":
-            if agrees_with_forward(cell, run_bptt, definition):
+            if not overridden and agrees_with_forward(cell, run_bptt, definition):
                 return run_bptt
             if self.backward == "bptt":
                 raise ValueError(
@@ -461,9 +463,11 @@ class LSTM(nn.Module):
                     "edited cell); use backward='autograd' (or 'auto'), which differentiates the cell's "
                     "own forward"
                 )
-            if agrees_with_forward(cell, run_bptt_local, definition):
+            if not overridden and agrees_with_forward(cell, run_bptt_local, definition):
                 return run_bptt_local
-        return run_stacked if agrees_with_forward(cell, run_stacked, definition) else run_step_by_step
+        if overridden or not agrees_with_forward(cell, run_stacked, definition):
+            return run_step_by_step
+        return run_stacked
 
     def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
         """x as (seq_len, batch, input_size), the checked state, and the inverse of that layout."""
@@ -798,6 +802,12 @@ def compare_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
         actual.shape == expected.shape and torch.allclose(actual, expected, rtol=1e-9, atol=1e-9)
         for actual, expected in zip(*results, strict=True)
     )
+
+
+def forward_is_overridden(cell: LSTMCell) -> bool:
+    """Whether `cell.forward` is other code than LSTMCell.forward (a subclass's or the instance's own),
+    which the specialized runners, built on `step`, would not run."""
+    return type(cell).forward is not LSTMCell.forward or "forward" in vars(cell)
 
 
 def special_mode() -> str | None:

@@ -1104,6 +1104,25 @@ def test_a_check_at_one_size_is_not_reused_at_another():
     gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
 
 
+def test_a_forward_that_clips_beyond_the_check_s_reach_is_what_trains():
+    class ClippedForward(LSTMCell):  # the clip acts only where |c| > 20, which small states never reach
+        def forward(self, x, state=None):
+            h, c = super().forward(x, state)
+            return h, c.clamp(-20, 20)
+
+    torch.manual_seed(0)
+    lstm = LSTM(1, 3, variant=ClippedForward, dtype=F64)
+    with torch.no_grad():
+        lstm.cells[0].b_i.fill_(4)
+        lstm.cells[0].b_g.fill_(1)
+        lstm.cells[0].b_f.fill_(6)
+    assert lstm.training_path() == "autograd, step by step"
+    x = torch.ones(60, 2, 1, dtype=F64)
+    gradients_match_step_by_step(lstm, x)
+    with torch.no_grad():
+        assert lstm(x)[1][1].abs().max() == 20  # the clip, in training and without gradients
+
+
 def test_a_check_that_runs_into_nan_on_both_sides_is_no_agreement():
     class RootGain(LSTMCell):  # mixes units; the check's randomly drawn gains make the root NaN
         def __init__(self, input_size, hidden_size, bias=True, **kwargs):
