@@ -338,9 +338,10 @@ class LSTM(nn.Module):
     - "autograd": PyTorch differentiates the cell's own step, step by step (gradients of gradients
       included).
 
-    `training_path()` says which one a training step takes. Under `torch.compile`, `torch.export`,
-    `torch.func` transforms, forward-mode AD and autocast the layer calls `cell(x_t, (h, c))` at every
-    step.
+    `training_path()` says which one a training step takes. A cell with a `forward` of its own (its
+    class's or the instance's), and every cell under `torch.compile`, `torch.export`, `torch.jit.trace`,
+    `torch.func` transforms, forward-mode AD and autocast, is run by calling `cell(x_t, (h, c))` at
+    every step.
 
     Raises ValueError for `bidirectional=True` and `proj_size > 0`, which it does not implement.
     """
@@ -435,8 +436,8 @@ class LSTM(nn.Module):
         "bptt": lstm_bptt's hand-derived backward pass. "bptt, local derivatives by autograd": the
         same loop with the derivatives of the cell's own step (lstm_bptt.LocalBPTT). "autograd": the
         cell's `step` with the input projections of all steps computed at once. "autograd, step by
-        step": `cell(x_t, (h, c))` at every step, for a cell whose forward no longer goes through its
-        `step`.
+        step": `cell(x_t, (h, c))` at every step, for a cell with a forward of its own or whose forward no
+        longer goes through its `step`.
         """
         return PATH_NAMES[self.layer_runner(self.cells[0], needs_grad=True)]
 
