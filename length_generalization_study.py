@@ -157,7 +157,6 @@ def run_configuration(name: str, options: list[str], seeds: list[int], runs_dir:
         "final_valid_loss": [],
         "seconds": [],
         "run_dirs": [],
-        "machine": describe_machine(),  # what the numbers were computed with
     }
     for seed in seeds:
         out_dir = runs_dir / slug(name) / f"seed{seed}"
@@ -174,6 +173,7 @@ def run_configuration(name: str, options: list[str], seeds: list[int], runs_dir:
         entry["seconds"].append(time.perf_counter() - start)
         entry["run_dirs"].append(str(out_dir))
         print(f"{name}, seed {seed}: longest counted length {result.longest_counted_length}", flush=True)
+    entry["machine"] = describe_machine()  # what the numbers were computed with, as the runs set it up
     return entry
 
 
