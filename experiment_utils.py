@@ -321,9 +321,8 @@ class ResumeKeys:
 
     extras: tuple[str, ...]
     generators: tuple[str, ...]
-    optimizer: str = (
-        "Adam"  # the torch.optim class the script trains with, given only model.parameters() and lr
-    )
+    # The torch.optim class the script trains with, given only model.parameters() and lr.
+    optimizer: str = "Adam"
 
 
 # make_checkpoint's keys, each with the type it writes.
