@@ -593,7 +593,7 @@ def save_outputs(
     results = {
         "config": config_of(args),
         "machine": describe_machine(),
-        "lstm_path": lstm_path(result.model, args.compile),
+        "lstm_path": lstm_path(result.model, args.batch_size, args.compile),
         "epochs": result.history,
         "length_generalization": result.length_generalization,
     }
@@ -730,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
                 f" right on ≥ {COUNTED_SHARE:.0%} of {SCAN_SAMPLES} sequences; scanned to"
                 f" {args.max_test_length})"
             )
-        print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
+        path = lstm_path(result.model, args.batch_size, args.compile)
+        print(f"\nLSTM: the {args.variant} cell, trained by {path}")
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
         written = (JSON_NAME, WEIGHTS_NAME) if args.no_figures else (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)

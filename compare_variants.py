@@ -286,7 +286,7 @@ def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
     record["seconds"] = time.perf_counter() - start
     metrics = {PARAMETERS[task]: None}
     if result is not None:
-        record["lstm_path"] = result.model.lstm.training_path()
+        record["lstm_path"] = result.model.lstm.training_path(args.batch_size)
         parameters = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
         metrics[PARAMETERS[task]] = parameters
     seconds = [epoch["seconds"] for epoch in history]

@@ -587,13 +587,13 @@ def build_model(
     return model.to(device)
 
 
-def lstm_path(model: LastStepRegressor, compiled: bool = False) -> str:
-    """How the model's LSTM runs a training step: "torch.nn.LSTM" for --cell torch, else the hand-written
-    layer's `training_path()` (a value of `lstm_cell.PATH_NAMES`); under --compile the
-    layer steps the cell itself and autograd differentiates the compiled graph."""
+def lstm_path(model: LastStepRegressor, batch_size: int, compiled: bool = False) -> str:
+    """How the model's LSTM runs a training step of `batch_size` sequences: "torch.nn.LSTM" for --cell
+    torch, else the hand-written layer's `training_path(batch_size)` (a value of `lstm_cell.PATHS`);
+    under --compile the layer calls the cell itself and autograd differentiates the compiled graph."""
     if isinstance(model.lstm, nn.LSTM):
         return "torch.nn.LSTM"
-    return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path()
+    return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path(batch_size)
 
 
 def load_model(path: str | Path, config: dict | None = None, device: str = "cpu") -> LastStepRegressor:

@@ -12,45 +12,61 @@ For an input x, the previous hidden state h and the previous cell state c, one t
 This is `torch.nn.LSTM`'s cell, the one Greff et al. ("LSTM: A Search Space Odyssey", IEEE TNNLS 2017)
 call NP, "no peepholes". In this file, in reading order:
 
-- `LSTMCell`: these lines, one gate a line. `LSTMCell.forward` *is* the definition of one step.
+- `LSTMCell`: these lines, one gate a line, and what a cell of your own may change (its docstring).
 - The variants Greff et al. compared, each a subclass that replaces the lines it changes: `VARIANTS`
   names them (all but FGR, full gate recurrence, whose gates also read every gate's previous value).
-- `LSTM`: a stack of cells run over a sequence, called like `torch.nn.LSTM`. It loops whatever cell it
-  is given. For speed it may run a faster specialization of the same step, but only one that has been
-  checked, on that very cell, to compute what `cell.forward` computes (`agrees_with_forward`); an
-  edited or subclassed cell is never silently replaced by the textbook equations.
-
-The hand-derived backward pass (backpropagation through time) lives in `lstm_bptt.py`, with the same
-loop for any cell whose step works unit by unit, its local derivatives taken from the step by autograd.
+- `LSTM`: a stack of cells run over a sequence, called like `torch.nn.LSTM`. Its loop over time,
+  `run_layer`, runs the cell's own code at every step, whatever cell it is given; only the backward
+  pass is specialized (`lstm_bptt`), and which one is used is known from the cell's class, source and
+  instance before it runs, never by trying the cell on other values.
+- Conversions to and from `torch.nn.LSTM`, and the input checks.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import inspect
 import math
-import types
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 import lstm_bptt
 
 State = tuple[Tensor, Tensor]
-Steps = dict[str, Tensor]  # one step's i, f, g, o, c and h
+Steps = dict[str, Tensor]  # one step's i, f, g, o, c and h (and "a", the pre-activations, in the layer)
 
 
 class LSTMCell(nn.Module):
     """One LSTM time step, `(h', c') = cell(x, (h, c))`, with the equations of this module's docstring.
 
-    Shapes: x is (batch, input_size); h, c, h' and c' are (batch, hidden_size); a missing state
-    starts from zeros. Parameters: W_i* (hidden_size, input_size), W_h* (hidden_size, hidden_size),
-    b_* (hidden_size,), one per gate in `GATES`. PyTorch keeps two biases per gate (b_ih + b_hh);
-    one is enough. `bias=False` leaves out the b_*.
+    Shapes: x is (batch, input_size); h, c, h' and c' are (batch, hidden_size); a missing state starts
+    from zeros. Parameters, for each gate k of `GATES`: W_ik (hidden_size, input_size), W_hk
+    (hidden_size, hidden_size) and, unless bias=False, b_k (hidden_size,). PyTorch keeps two biases per
+    gate (b_ih + b_hh); one is enough. `forget_bias`: the initial value of every b_f (None keeps
+    PyTorch's uniform initialization; Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0).
 
-    `forget_bias`: the initial value of every b_f (None keeps PyTorch's uniform initialization;
-    Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0 so that the cell starts by keeping c).
+    A cell of your own is a subclass (or an instance with a method replaced), and what it changes
+    decides how `LSTM` trains it (`LSTM.training_path()`), always by running your code:
+
+    - `GATES`: your gate names, in the order `a` is split; a gate named "u" gets W_iu, W_hu, b_u.
+    - `step`, or one line of it (`input_gate`, `forget_gate`, `candidate`, `output_gate`,
+      `output_activation`): the layer computes every gate's a_k from stacked matrices, runs your step
+      on them and backpropagates through time with your step's own local derivatives, taken by
+      autograd on the step's actual values ("bptt, local derivatives by autograd"). A step that mixes
+      hidden units or draws random numbers is detected on those values and differentiated whole.
+    - `preactivations`, `affine` or `forward`, a hook on the cell, a global module hook or a
+      parametrization: a_t is no longer the layer's to compute, so it calls `cell(x_t, (h, c))` at every
+      step and autograd differentiates it ("autograd, step by step").
+    - Nothing: only this class, as this file ships it and without extra attributes, submodules or
+      hooks, gets the textbook derivatives written out in lstm_bptt ("bptt").
+
+    `reset_parameters` initializes the gate matrices and biases only. A subclass that adds parameters
+    makes them on the gates' device and dtype and initializes them in its own `reset_parameters`,
+    called at the end of its `__init__` (as `PeepholeLSTMCell` does).
 
     Raises TypeError/ValueError for sizes that are not positive ints and for input or state of the
     wrong shape, dtype or device, naming what was expected and what came.
@@ -73,17 +89,14 @@ class LSTMCell(nn.Module):
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.bias = check_bool("bias", bias)
         self.forget_bias = check_forget_bias(forget_bias, bias, dtype)
-        like = {"device": device, "dtype": dtype}
-        for gate in self.GATES:
-            setattr(self, f"W_i{gate}", nn.Parameter(torch.empty(hidden_size, input_size, **like)))
-        for gate in self.GATES:
-            setattr(self, f"W_h{gate}", nn.Parameter(torch.empty(hidden_size, hidden_size, **like)))
-        for gate in self.GATES if bias else ():
-            setattr(self, f"b_{gate}", nn.Parameter(torch.empty(hidden_size, **like)))
-        self.reset_parameters()
+        for kind, columns in (("W_i", input_size), ("W_h", hidden_size), ("b_", None)):
+            for gate in self.GATES if kind != "b_" or bias else ():
+                shape = (hidden_size,) if columns is None else (hidden_size, columns)
+                setattr(self, f"{kind}{gate}", nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+        LSTMCell.reset_parameters(self)  # this class's: a subclass's own parameters do not exist yet
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
-        check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=self.W_ig, name="x")
+        check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=first_weight(self), name="x")
         h, c = check_state(state, (x.shape[0], self.hidden_size), like=x)
         steps = self.step(self.preactivations(x, h), c)
         return steps["h"], steps["c"]
@@ -127,9 +140,10 @@ class LSTMCell(nn.Module):
         return torch.tanh(c_next)
 
     def reset_parameters(self) -> None:
-        # PyTorch's initialization, so that this cell and nn.LSTMCell start from the same distribution.
+        """PyTorch's initialization of the gate matrices and biases, uniform in ±1/√hidden_size (so that
+        this cell and nn.LSTMCell start from the same distribution), then forget_bias if given."""
         bound = 1.0 / math.sqrt(self.hidden_size)
-        for parameter in self.parameters():
+        for parameter in gate_parameters(self):
             nn.init.uniform_(parameter, -bound, bound)
         if self.forget_bias is not None:
             with torch.no_grad():
@@ -141,70 +155,14 @@ class LSTMCell(nn.Module):
     @classmethod
     def from_torch(cls, cell: nn.LSTMCell) -> LSTMCell:
         """A cell computing exactly what `cell` computes, on its device, in its dtype and training mode,
-        training what it trains."""
-        if not isinstance(cell, nn.LSTMCell):
-            raise TypeError(f"from_torch expected a torch.nn.LSTMCell, got {type(cell).__name__}")
-        if cls is not LSTMCell:
-            raise ValueError(f"from_torch builds the standard LSTMCell; {cls.__name__} is a variant")
-        weight = cell.weight_ih
-        ours = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device, dtype=weight.dtype)
-        biases = (cell.bias_ih, cell.bias_hh) if cell.bias else None
-        ours.load_torch_weights(cell.weight_ih, cell.weight_hh, biases)
-        return ours.train(cell.training)
+        training what it trains. TypeError for anything but an nn.LSTMCell, ValueError for a subclass."""
+        return cell_from_torch(cls, cell)
 
     def to_torch(self) -> nn.LSTMCell:
         """A `torch.nn.LSTMCell` computing exactly what this cell computes, in its training mode and
-        training the parameters it trains.
-
-        Raises ValueError when this cell is a variant, or an edited cell, that nn.LSTMCell cannot express,
-        and when some gates' matrices train and others are frozen (nn.LSTMCell stacks the four gates in
-        one matrix, which trains or not as a whole).
-        """
-        check_convertible(self)
-        trains = self.trained_like_torch()
-        cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device="meta", dtype=self.W_ig.dtype)
-        # Made on the meta device and filled here: no random initialization, so no draw from the RNG.
-        cell = cell.to_empty(device=self.W_ig.device)
-        with torch.no_grad():
-            cell.weight_ih.copy_(torch.cat([getattr(self, f"W_i{gate}") for gate in self.GATES]))
-            cell.weight_hh.copy_(torch.cat([getattr(self, f"W_h{gate}") for gate in self.GATES]))
-            if self.bias:
-                cell.bias_ih.copy_(torch.cat([getattr(self, f"b_{gate}") for gate in self.GATES]))
-                cell.bias_hh.zero_()
-        for name, parameter in cell.named_parameters():
-            parameter.requires_grad_(trains["bias" if name.startswith("bias") else name])
-        return cell.train(self.training)
-
-    def trained_like_torch(self) -> dict[str, bool]:
-        """Whether nn.LSTMCell's "weight_ih", "weight_hh" and "bias" would train, read from the gates' own
-        parameters; ValueError where the gates of one stacked matrix disagree."""
-        groups = {"weight_ih": "W_i{}", "weight_hh": "W_h{}"} | ({"bias": "b_{}"} if self.bias else {})
-        trains = {}
-        for name, pattern in groups.items():
-            flags = {
-                pattern.format(gate): getattr(self, pattern.format(gate)).requires_grad for gate in self.GATES
-            }
-            if len(set(flags.values())) > 1:
-                raise ValueError(
-                    f"to_torch: torch.nn.LSTM stacks {', '.join(flags)} in one {name}, which trains or "
-                    f"not as a whole, but here only some of them train ({flags}); set requires_grad alike"
-                )
-            trains[name] = next(iter(flags.values()))
-        return trains
-
-    @torch.no_grad()
-    def load_torch_weights(
-        self, weight_ih: Tensor, weight_hh: Tensor, biases: tuple[Tensor, Tensor] | None
-    ) -> None:
-        """Copy PyTorch's stacked [i; f; g; o] weights and the sum of its two biases into the named gate
-        matrices; each trains where PyTorch's does (the one bias where either of PyTorch's two does)."""
-        for gate, w_i, w_h in zip(self.GATES, weight_ih.chunk(4), weight_hh.chunk(4), strict=True):
-            getattr(self, f"W_i{gate}").copy_(w_i).requires_grad_(weight_ih.requires_grad)
-            getattr(self, f"W_h{gate}").copy_(w_h).requires_grad_(weight_hh.requires_grad)
-        if self.bias:
-            bias_trains = any(bias.requires_grad for bias in biases)
-            for gate, b in zip(self.GATES, (biases[0] + biases[1]).chunk(4), strict=True):
-                getattr(self, f"b_{gate}").copy_(b).requires_grad_(bias_trains)
+        training what it trains. ValueError for a cell that is not this class as shipped (a variant, an
+        edited cell), and where only some of the gates stacked in one of nn.LSTMCell's matrices train."""
+        return cell_to_torch(self)
 
     def extra_repr(self) -> str:
         settings = f"input_size={self.input_size}, hidden_size={self.hidden_size}, bias={self.bias}"
@@ -227,9 +185,15 @@ class PeepholeLSTMCell(LSTMCell):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, **options) -> None:
         super().__init__(input_size, hidden_size, bias, **options)
-        like = {"device": self.W_ig.device, "dtype": self.W_ig.dtype}
-        self.p_i, self.p_f, self.p_o = (nn.Parameter(torch.empty(hidden_size, **like)) for _ in "ifo")
+        like = first_weight(self)
+        self.p_i, self.p_f, self.p_o = (nn.Parameter(like.new_empty(hidden_size)) for _ in "ifo")
         self.reset_parameters()  # again, now that the peepholes exist
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for peephole in (self.p_i, self.p_f, self.p_o):
+            nn.init.uniform_(peephole, -bound, bound)
 
     def input_gate(self, a, c):
         return torch.sigmoid(a["i"] + self.p_i * c)
@@ -327,22 +291,18 @@ class LSTM(nn.Module):
     layer's output but the last, in training mode, as in torch.nn.LSTM.
 
     `variant` names the cell class (a key of `VARIANTS`, or an `LSTMCell` subclass); `forget_bias`
-    is passed to every cell. `backward` chooses how gradients flow back through time:
+    is passed to every cell. Every path runs the cell's own code forward (`run_layer`); `backward`
+    chooses how gradients flow back through time (`training_path()` names the one a step takes):
 
-    - "auto" (default): in eager mode without autocast, the hand-derived backward pass of `lstm_bptt`
-      for a cell that computes the standard equations, and for any other cell whose step works unit
-      by unit (every variant) the same backward loop with the step's local derivatives taken by
-      autograd (`lstm_bptt.LocalBPTT`); autograd everywhere else. Both are first-order only;
-    - "bptt": the hand-derived backward pass of the standard equations, or a clear error where it
-      cannot be used;
-    - "autograd": PyTorch differentiates the cell's own step, step by step (gradients of gradients
-      included).
+    - "auto" (default): `lstm_bptt`'s backpropagation through time, with the textbook derivatives for
+      the unmodified LSTMCell and the cell's own local derivatives (by autograd) for any other, while a
+      step's state (batch × hidden_size) is at most BPTT_LARGEST_STATE; autograd for larger ones, where
+      the arithmetic, not the number of calls, takes the time (benchmarks/README.md). First-order only;
+    - "bptt": the textbook derivatives at every size, or a clear error for any other cell;
+    - "autograd": PyTorch differentiates the cell's own steps (gradients of gradients included).
 
-    `training_path()` says which one a training step takes. A cell with a `forward` of its own (its
-    class's or the instance's), and every cell under `torch.compile`, `torch.export`, `torch.jit.trace`,
-    `torch.func` transforms, forward-mode AD and autocast, is run by calling `cell(x_t, (h, c))` at
-    every step.
-
+    Under `torch.compile`, `torch.export`, `torch.jit.trace`, `torch.func` transforms, forward-mode AD
+    and autocast, every cell is called whole at every step and autograd differentiates it.
     Raises ValueError for `bidirectional=True` and `proj_size > 0`, which it does not implement.
     """
 
@@ -375,191 +335,129 @@ class LSTM(nn.Module):
         check_unsupported(bidirectional, proj_size)
         self.cell_class = cell_class_of(variant)
         self.variant = next((name for name, cls in VARIANTS.items() if cls is self.cell_class), None)
-        self.backward = backward
+        self.backward = check_choice("backward", backward, self.BACKWARDS)
         options = {"forget_bias": forget_bias, "device": device, "dtype": dtype}
         self.cells = nn.ModuleList(
             self.cell_class(input_size if layer == 0 else hidden_size, hidden_size, bias, **options)
             for layer in range(num_layers)
         )
 
-    @property
-    def backward(self) -> str:
-        return self._backward
-
-    @backward.setter
-    def backward(self, backward: str) -> None:
-        if backward not in self.BACKWARDS:
-            raise ValueError(f"backward must be one of {self.BACKWARDS}, got {backward!r}")
-        self._backward = backward
+    def __setattr__(self, name: str, value) -> None:
+        if name == "backward":  # also when set later: a misspelt path must not train silently
+            check_choice("backward", value, self.BACKWARDS)
+        super().__setattr__(name, value)
 
     def forward(self, x: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
         x, (h_0, c_0), restore = self.prepare(x, hx)
-        layer_input, h_n, c_n = x, [], []
-        for layer, cell in enumerate(self.cells):
-            if layer > 0 and self.dropout > 0:
-                layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
-            run_layer = self.layer_runner(cell, needs_gradient(layer_input, h_0, c_0, cell))
-            layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer])
-            h_n.append(h)
-            c_n.append(c)
-        # Stacked, so h_n and c_n are tensors of their own, never views of output (as in nn.LSTM).
-        return restore(layer_input), (
-            restore(torch.stack(h_n), state=True),
-            restore(torch.stack(c_n), state=True),
-        )
+        output, h_n, c_n = self.run(x, h_0, c_0)
+        return restore(output), (restore(h_n, state=True), restore(c_n, state=True))
 
     def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
         """Every step's i, f, g, o, c and h, one dict per layer, each laid out like `output`.
 
-        Computed by the cells' own `step`, the code that trains. For a gate a variant removes, the
-        value the variant uses (ones, or 1 − i for CIFG's f). Gradients flow through the result when
-        grad mode is on. Raises ValueError for a cell whose forward no longer goes through its `step`.
+        Recorded from the cells' own `step`, in the same loop that trains. For a gate a variant removes,
+        the value the variant uses (ones, or 1 − i for CIFG's f). Gradients flow through the result when
+        grad mode is on. Raises ValueError for a cell the layer calls whole (see LSTMCell), whose gates
+        it never sees.
         """
         x, (h_0, c_0), restore = self.prepare(x, state)
-        layer_input, layers = x, []
-        for layer, cell in enumerate(self.cells):
-            if not agrees_with_forward(cell, run_stacked):
+        for cell in self.cells:
+            if called_whole(cell):
                 raise ValueError(
-                    f"trace reads the gates from {type(cell).__name__}.step, but this cell's forward no "
-                    "longer computes its step through step(); make forward call step, or trace by hand"
+                    f"trace reads the gates from {type(cell).__name__}.step, but this cell is called whole "
+                    "(its forward, preactivations or affine are its own, it has a hook, or a mode such as "
+                    "autocast is on): trace by hand"
                 )
+        layers: list[list[Steps]] = [[] for _ in self.cells]
+        self.run(x, h_0, c_0, records=[layer.append for layer in layers])
+        keys = ("i", "f", "g", "o", "c", "h")
+        return [{key: restore(torch.stack([s[key] for s in steps])) for key in keys} for steps in layers]
+
+    def run(self, x: Tensor, h_0: Tensor, c_0: Tensor, records: list[Callable] | None = None):
+        """Every layer in turn: (the last layer's output, h_n, c_n), x laid out (seq_len, batch, input)."""
+        layer_input, h_n, c_n = x, [], []
+        for layer, cell in enumerate(self.cells):
             if layer > 0 and self.dropout > 0:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
-            steps: list[Steps] = []
-            layer_input, _ = run_stacked(cell, layer_input, h_0[layer], c_0[layer], record=steps)
-            layers.append({key: restore(torch.stack([s[key] for s in steps])) for key in steps[0]})
-        return layers
+            if records is not None:  # trace: the plain loop, differentiable as it stands
+                layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer], records[layer])
+            else:
+                path = self.path_of(cell, needs_gradient(layer_input, h_0, c_0, cell), layer_input.shape[1])
+                layer_input, (h, c) = run_layer_by(path, cell, layer_input, h_0[layer], c_0[layer])
+            h_n.append(h)
+            c_n.append(c)
+        # Stacked, so h_n and c_n are tensors of their own, never views of output (as in nn.LSTM).
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
 
-    def training_path(self) -> str:
-        """How a training step runs in eager mode, one of the values of `PATH_NAMES`.
+    def training_path(self, batch_size: int = 1) -> str:
+        """How a training step of `batch_size` sequences runs in eager mode, one of `PATHS`, decided
+        as `forward` decides it: from the first cell's class, source and instance, without running it."""
+        return self.path_of(self.cells[0], needs_grad=True, batch_size=batch_size)
 
-        "bptt": lstm_bptt's hand-derived backward pass. "bptt, local derivatives by autograd": the
-        same loop with the derivatives of the cell's own step (lstm_bptt.LocalBPTT). "autograd": the
-        cell's `step` with the input projections of all steps computed at once. "autograd, step by
-        step": `cell(x_t, (h, c))` at every step, for a cell with a forward of its own or whose forward no
-        longer goes through its `step`.
-        """
-        return PATH_NAMES[self.layer_runner(self.cells[0], needs_grad=True)]
-
-    def layer_runner(self, cell: LSTMCell, needs_grad: bool) -> Callable:
-        """The function that runs `cell` over one layer: the fastest one that computes `cell.forward`."""
+    def path_of(self, cell: LSTMCell, needs_grad: bool, batch_size: int) -> str:
         special = special_mode()
-        if special is not None:
-            if self.backward == "bptt" and needs_grad:
+        if called_whole(cell):
+            path = "autograd, step by step"
+        elif not needs_grad or self.backward == "autograd":
+            path = "autograd"
+        else:
+            path = "bptt" if is_textbook(cell) else "bptt, local derivatives by autograd"
+        if needs_grad and self.backward == "bptt" and path != "bptt":
+            if special:
                 raise RuntimeError(
                     f"LSTM(backward='bptt') cannot run under {special}: its hand-derived backward pass "
                     "works in eager mode only; use backward='auto' or 'autograd'"
                 )
-            return run_step_by_step
-        # Known without running it: a forward of its own is run by stepping the cell, never stood in for.
-        overridden = forward_is_overridden(cell)
-        definition = None if overridden else definition_of(cell)  # computed once: the checks use it
-        if needs_grad and self.backward != "autograd":
-            if not overridden and agrees_with_forward(cell, run_bptt, definition):
-                return run_bptt
-            if self.backward == "bptt":
-                raise ValueError(
-                    f"LSTM(backward='bptt') differentiates the standard LSTM equations by hand, but "
-                    f"{type(cell).__name__}.forward computes something else (a variant, a subclass or an "
-                    "edited cell); use backward='autograd' (or 'auto'), which differentiates the cell's "
-                    "own forward"
-                )
-            if not overridden and agrees_with_forward(cell, run_bptt_local, definition):
-                return run_bptt_local
-        if overridden or not agrees_with_forward(cell, run_stacked, definition):
-            return run_step_by_step
-        return run_stacked
+            raise ValueError(
+                f"LSTM(backward='bptt') differentiates the textbook equations by hand, but "
+                f"{type(cell).__name__} is not lstm_cell.LSTMCell as shipped (a variant, a subclass, an "
+                "edited or hooked cell); use backward='auto' or 'autograd', which differentiate its own step"
+            )
+        large = batch_size * cell.hidden_size > BPTT_LARGEST_STATE.get(path, math.inf)
+        return "autograd" if self.backward == "auto" and large else path
 
     def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
         """x as (seq_len, batch, input_size), the checked state, and the inverse of that layout."""
-        layers, hidden = self.num_layers, self.hidden_size
-        like = self.cells[0].W_ig
-        if isinstance(x, Tensor) and x.dim() == 2:  # one unbatched sequence
+        layers, hidden, like = self.num_layers, self.hidden_size, first_weight(self.cells[0])
+        unbatched = isinstance(x, Tensor) and x.dim() == 2
+        shape = tuple(x.shape) if isinstance(x, Tensor) else ()
+        if unbatched:
             check_input(x, f"(seq_len, input_size={self.input_size})", rank=2, like=like, name="x")
+            for name, tensor in zip(("h_0", "c_0"), () if hx is None else check_pair(hx), strict=False):
+                if isinstance(tensor, Tensor) and tensor.dim() != 2:
+                    raise ValueError(
+                        f"for unbatched 2-D input x of shape {tuple(x.shape)}, {name} must also be "
+                        f"2-D, (num_layers={layers}, hidden_size={hidden}); got {tuple(tensor.shape)}"
+                    )
             if hx is not None:
-                for name, tensor in zip(("h_0", "c_0"), check_pair(hx), strict=True):
-                    if isinstance(tensor, Tensor) and tensor.dim() != 2:
-                        raise ValueError(
-                            f"for unbatched 2-D input x of shape {tuple(x.shape)}, {name} must also be "
-                            f"2-D, (num_layers={layers}, hidden_size={hidden}); got {tuple(tensor.shape)}"
-                        )
                 hx = tuple(tensor.unsqueeze(1) for tensor in check_state(hx, (layers, hidden), like=x))
-            if len(x) == 0:
-                raise ValueError(f"x must hold a non-empty sequence, got shape {tuple(x.shape)}")
             x = x.unsqueeze(1)
-
-            def restore(tensor: Tensor, state: bool = False) -> Tensor:
-                return tensor.squeeze(1)
-
         else:
             layout = "batch, seq_len" if self.batch_first else "seq_len, batch"
             check_input(x, f"({layout}, input_size={self.input_size})", rank=3, like=like, name="x")
-            if x.shape[0] == 0 or x.shape[1] == 0:
-                raise ValueError(f"x must hold a non-empty sequence and batch, got shape {tuple(x.shape)}")
-            if self.batch_first:
-                x = x.transpose(0, 1)
+            x = x.transpose(0, 1) if self.batch_first else x
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"x must hold a non-empty sequence and batch, got shape {shape}")
 
-            def restore(tensor: Tensor, state: bool = False) -> Tensor:
-                return tensor.transpose(0, 1) if self.batch_first and not state else tensor
+        def restore(tensor: Tensor, state: bool = False) -> Tensor:
+            if unbatched:
+                return tensor.squeeze(1)
+            return tensor.transpose(0, 1) if self.batch_first and not state else tensor
 
-        state = check_state(hx, (layers, x.shape[1], hidden), like=x)
-        return x, state, restore
+        return x, check_state(hx, (layers, x.shape[1], hidden), like=x), restore
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM) -> LSTM:
         """An LSTM computing exactly what `lstm` computes, on its device, in its dtype and training mode,
         training what it trains (one bias per gate, where either of PyTorch's two trains).
-
-        Raises TypeError for anything but a torch.nn.LSTM, ValueError for bidirectional or proj_size > 0.
-        """
-        if not isinstance(lstm, nn.LSTM):
-            raise TypeError(f"from_torch expected a torch.nn.LSTM, got {type(lstm).__name__}")
-        check_unsupported(lstm.bidirectional, lstm.proj_size, what="from_torch")
-        weight = lstm.weight_ih_l0
-        ours = cls(
-            lstm.input_size,
-            lstm.hidden_size,
-            lstm.num_layers,
-            lstm.bias,
-            lstm.batch_first,
-            lstm.dropout,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        for layer, cell in enumerate(ours.cells):
-            weights = {name: getattr(lstm, f"{name}_l{layer}", None) for name in ("weight_ih", "weight_hh")}
-            biases = (
-                (getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}"))
-                if lstm.bias
-                else None
-            )
-            cell.load_torch_weights(weights["weight_ih"], weights["weight_hh"], biases)
-        return ours.train(lstm.training)
+        Raises TypeError for anything but a torch.nn.LSTM, ValueError for bidirectional or proj_size > 0."""
+        return lstm_from_torch(cls, lstm)
 
     def to_torch(self) -> nn.LSTM:
         """A `torch.nn.LSTM` computing exactly what this LSTM computes, in its training mode, training
-        what it trains (both of PyTorch's biases where ours does).
-
-        Raises ValueError when the cells are a variant, or edited, so that nn.LSTM cannot express them,
-        or when only some of the gates stacked in one of nn.LSTM's matrices train.
-        """
-        like = self.cells[0].W_ig
-        lstm = nn.LSTM(
-            self.input_size,
-            self.hidden_size,
-            self.num_layers,
-            self.bias,
-            self.batch_first,
-            self.dropout,
-            device="meta",
-            dtype=like.dtype,
-        ).to_empty(device=like.device)
-        with torch.no_grad():
-            for layer, cell in enumerate(self.cells):
-                converted = cell.to_torch()
-                for name, value in converted.named_parameters():
-                    getattr(lstm, f"{name}_l{layer}").copy_(value).requires_grad_(value.requires_grad)
-        return lstm.train(self.training)
+        what it trains. ValueError where the cells are not LSTMCell as shipped (a variant, an edited
+        cell), or where only some of the gates stacked in one of nn.LSTM's matrices train."""
+        return lstm_to_torch(self)
 
     def extra_repr(self) -> str:
         settings = [f"variant={self.variant or self.cell_class.__name__!r}", f"backward={self.backward!r}"]
@@ -568,251 +466,162 @@ class LSTM(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Running one layer: three ways, each returning (every step's h (seq_len, batch, hidden), (h_n, c_n)).
+# The loop over time, and the paths that differentiate it
+
+PATHS = ("bptt", "bptt, local derivatives by autograd", "autograd", "autograd, step by step")
+PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
+# The largest batch × hidden_size at which "auto" backpropagates by hand: beyond, the arithmetic, not the
+# number of calls, takes the time, and autograd is as fast or faster (benchmarks/README.md).
+BPTT_LARGEST_STATE = {"bptt": 2048, "bptt, local derivatives by autograd": 256}
 
 
-def run_step_by_step(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """The definition itself: `cell(x_t, (h, c))` at every step, differentiated by autograd."""
-    outputs = []
-    for x_t in x:
-        h, c = cell(x_t, (h, c))
-        outputs.append(h)
-    return torch.stack(outputs), (h, c)
+def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable | None = None):
+    """One layer over x (seq_len, batch, input_size) from h, c (batch, hidden): (every step's h, (h, c)).
+
+    The loop over time. Each step runs the cell's own code: `cell.step` on every gate's pre-activation
+    a_t = (W_x x_t + b) + W_h h_{t-1} (the input's share needs no recurrence, so one matmul computes it
+    for PROJECTION_STEPS steps), or, for a cell called whole (`called_whole`), `cell(x_t, (h, c))`.
+    `record` is called with every step's dict: step's, with "a", the stacked a_t.
+    """
+    step = step_function(cell, x)
+    hs = []
+    for t in range(len(x)):
+        steps = step(t, h, c)
+        h, c = steps["h"], steps["c"]
+        hs.append(h)
+        if record is not None:
+            record(steps)
+    return torch.stack(hs), (h, c)
 
 
-def run_bptt(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """The standard equations with `lstm_bptt`'s hand-derived backward pass (for a checked cell only)."""
-    return lstm_bptt.run_layer(x, h, c, gate_parameters(cell, "oifg"))
+def step_function(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
+    if called_whole(cell):
+        return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
+    W_x, W_h, b = StackParameters.apply(len(cell.GATES), *gate_parameters(cell))
+    W_h_T, gates, chunk = W_h.T, len(cell.GATES), {}
+
+    def step(t: int, h: Tensor, c: Tensor) -> Steps:
+        if t % PROJECTION_STEPS == 0:
+            chunk["x_proj"] = lstm_bptt.input_projections(x[t : t + PROJECTION_STEPS], W_x, b).unbind(0)
+        a = torch.addmm(chunk["x_proj"][t % PROJECTION_STEPS], h, W_h_T)
+        steps = cell.step(dict(zip(cell.GATES, a.chunk(gates, dim=1), strict=True)), c)
+        return {**steps, "a": a}
+
+    return step
 
 
-def run_bptt_local(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """`cell.step` at every step, with `lstm_bptt.LocalBPTT`: the backward loop of the standard cell,
-    its local derivatives taken from the cell's own step by autograd (for a checked cell only)."""
-    parameters = gate_parameters(cell, cell.GATES)
-    step_parameters = [p for p in cell.parameters() if not any(p is q for q in parameters)]
+def run_layer_by(path: str, cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
+    """`run_layer`, differentiated by autograd or by lstm_bptt (with the textbook derivatives for "bptt",
+    the cell's own step otherwise)."""
+    if not path.startswith("bptt"):
+        return run_layer(cell, x, h, c)
+    parameters = gate_parameters(cell)
+    others = [p for p in cell.parameters() if not any(p is q for q in parameters)]
+    others += [t for t in vars(cell).values() if isinstance(t, Tensor) and t.requires_grad]
 
     def step(a: Tensor, c: Tensor) -> State:
-        steps = cell.step(dict(zip(cell.GATES, a.split(cell.hidden_size, dim=1), strict=True)), c)
+        steps = cell.step(dict(zip(cell.GATES, a.chunk(len(cell.GATES), dim=1), strict=True)), c)
         return steps["c"], steps["h"]
 
-    return lstm_bptt.run_layer_local(step, len(cell.GATES), x, h, c, parameters, step_parameters)
+    def run(x: Tensor, h: Tensor, c: Tensor, record: Callable | None) -> tuple[Tensor, State]:
+        return run_layer(cell, x, h, c, record)
+
+    local = None if path == "bptt" else step
+    return lstm_bptt.run_layer(run, local, len(cell.GATES), x, h, c, parameters, others)
 
 
-PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
+def gate_parameters(cell: LSTMCell) -> list[Tensor]:
+    """The cell's W_i*, then W_h*, then b_* (with bias), each group in the order of cell.GATES."""
+    kinds = ("W_i", "W_h", "b_") if cell.bias else ("W_i", "W_h")
+    return [getattr(cell, f"{kind}{gate}") for kind in kinds for gate in cell.GATES]
 
 
-def run_stacked(
-    cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, *, record: list[Steps] | None = None
-) -> tuple[Tensor, State]:
-    """`cell.step` at every step, its pre-activations from stacked matrices, differentiated by autograd.
-
-    The input's share W_ik x_t + b_k of every gate needs no recurrence, so one matmul computes it for
-    many steps at once; the recurrent share of all gates is one matmul a step. Appends every step's
-    quantities to `record` when given.
-    """
-    W_x, W_h, b = stacked_weights(cell)
-    W_h_T = W_h.T
-    # Without a graph to keep, each chunk's h go straight into the output: a long sequence never holds
-    # its outputs twice (every step's, and stacked).
-    output = None if torch.is_grad_enabled() else x.new_empty(len(x), len(h), cell.hidden_size)
-    chunks = []
-    for start in range(0, len(x), PROJECTION_STEPS):
-        chunk = x[start : start + PROJECTION_STEPS]
-        x_proj = lstm_bptt.input_projections(chunk, W_x, b)
-        hs = []
-        for x_proj_t in x_proj.unbind(0):  # one view per step, with one node in autograd's graph
-            a = torch.addmm(x_proj_t, h, W_h_T).split(cell.hidden_size, dim=1)
-            steps = cell.step(dict(zip(cell.GATES, a, strict=True)), c)
-            h, c = steps["h"], steps["c"]
-            hs.append(h)
-            if record is not None:
-                record.append(steps)
-        if output is None:
-            chunks.append(torch.stack(hs))
-        else:
-            torch.stack(hs, out=output[start : start + len(chunk)])
-    if output is None:
-        output = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-    return output, (h, c)
-
-
-def gate_parameters(cell: LSTMCell, order: str) -> list[Tensor]:
-    """The cell's W_i*, then W_h*, then b_* (with bias), each group in the gate order `order`."""
-    parameters = [getattr(cell, f"{kind}{gate}") for kind in ("W_i", "W_h") for gate in order]
-    return parameters + ([getattr(cell, f"b_{gate}") for gate in order] if cell.bias else [])
-
-
-def stacked_weights(cell: LSTMCell, order: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(W_x, W_h, b): the cell's gate matrices stacked in the order of `order` (default: cell.GATES);
-    b is None without bias. AttributeError for a gate the cell does not have."""
-    order = cell.GATES if order is None else order
-    W_x, W_h, *b = StackParameters.apply(len(order), *gate_parameters(cell, order))
-    return W_x, W_h, b[0] if b else None
+def first_weight(cell: LSTMCell) -> Tensor:
+    """The first gate's W_i: what the input must be like (dtype, device, size)."""
+    return getattr(cell, f"W_i{cell.GATES[0]}")
 
 
 class StackParameters(torch.autograd.Function):
-    """torch.cat of the gate matrices, in groups of `gates`, which also saves the parameters for backward.
-
-    torch.cat alone saves nothing, so a parameter changed in place between forward and backward would
-    go unnoticed and its gradient be taken at the old value. Saved here, autograd raises instead, as it
-    does for torch.nn.LSTM.
-    """
+    """(W_x, W_h, b): the gate matrices concatenated in groups of `gates` (b None without bias), which
+    also saves the parameters: after an in-place change of one, backward raises as for torch.nn.LSTM
+    (torch.cat alone saves nothing, and the gradient would be taken at the old value)."""
 
     @staticmethod
-    def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor, ...]:
+    def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor | None, ...]:
         ctx.save_for_backward(*parameters)
         ctx.gates = gates
-        stacked = lstm_bptt.stack_weights(parameters, gates)
-        return tuple(weight for weight in stacked if weight is not None)
+        return lstm_bptt.stack_weights(parameters, gates)
 
     @staticmethod
-    def backward(ctx, *gradients: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, *gradients: Tensor | None) -> tuple[Tensor | None, ...]:
         ctx.saved_tensors  # noqa: B018  (reading them is the check: it raises after an in-place change)
-        return (None, *(part for gradient in gradients for part in gradient.chunk(ctx.gates)))
+        return (
+            None,
+            *(part for gradient in gradients if gradient is not None for part in gradient.chunk(ctx.gates)),
+        )
 
 
-# ---------------------------------------------------------------------------------------------------
-# Which runner may stand in for a cell's forward: checked on the cell itself, once per definition.
-
-PATH_NAMES = {
-    run_bptt: "bptt",
-    run_bptt_local: "bptt, local derivatives by autograd",
-    run_stacked: "autograd",
-    run_step_by_step: "autograd, step by step",
-}
-_agreement: dict[tuple, bool] = {}
+# What the specialized paths stand for, known from the source rather than by running it: the SHA-256 of
+# these methods' source as this file ships it. tests/test_lstm_cell.py recomputes both; after an
+# intended edit of these methods, put in the new values it prints.
+ROUTE = ("forward", "preactivations", "affine")  # how a_t is computed: the layer's stacked matrices
+EQUATIONS = ("step", "input_gate", "forget_gate", "candidate", "output_gate", "output_activation")
+SHIPPED_SOURCE = {ROUTE: "a408c21750509dda", EQUATIONS: "a34f3febf2f5bb52"}
 
 
-def agrees_with_forward(cell: LSTMCell, run_layer: Callable, definition: tuple | None = None) -> bool:
-    """Whether `run_layer(cell, x, h, c)` computes what stepping `cell(x_t, (h, c))` computes.
-
-    Forward and gradients, on a float64 copy of the cell with freshly drawn parameters over a short
-    random sequence (to 1e-9; see `compare_with_forward`), and remembered for the cell's definition
-    (`definition_of`: its class and methods, sizes, training mode, attributes, buffers, submodules,
-    hooks, which parameters train). So an edit of the source, a subclass, a replaced method, a hook or
-    a changed buffer is always checked anew, and a runner that computes something else is never used.
-    `definition`: `definition_of(cell)`, when the caller has it already.
-    """
-    key = (run_layer, definition_of(cell) if definition is None else definition)
-    if key not in _agreement:
-        _agreement[key] = compare_with_forward(cell, run_layer)
-    return _agreement[key]
-
-
-def definition_of(cell: LSTMCell) -> tuple:
-    """What `cell` computes, as a hashable value that a check of the cell is remembered under.
-
-    Its class and every function of the class and of its bases, looked up anew each time (so a method
-    added or replaced later is seen); its plain attributes (sizes, the training mode, numbers, strings,
-    methods set on the instance, tensors by `fingerprint`); its forward hooks; its parameters' names,
-    shapes and requires_grad; its buffers by `fingerprint` (so that an in-place change is seen); its
-    submodules' classes and training modes. Not the parameters' values: `compare_with_forward` draws
-    its own, so one check serves every cell built alike.
-    """
-    cls = type(cell)
-    methods = tuple(
-        (klass, name, value)
-        for klass in cls.__mro__
-        if klass not in (nn.Module, object)
-        for name, value in vars(klass).items()
-        if isinstance(value, (types.FunctionType, staticmethod, classmethod, property))
-    )
-    attributes = tuple(
-        (name, fingerprint(value)) for name, value in vars(cell).items() if not name.startswith("_")
-    )
-    hooks = tuple((*cell._forward_pre_hooks.values(), *cell._forward_hooks.values()))
-    parameters = tuple(
-        (name, tuple(p.shape), p.requires_grad) for name, p in cell._parameters.items() if p is not None
-    )
-    buffers = tuple((name, fingerprint(b)) for name, b in cell._buffers.items())
-    modules = tuple((name, type(m), m.training) for name, m in cell._modules.items() if m is not None)
-    return (cls, methods, attributes, hooks, parameters, buffers, modules)
-
-
-FINGERPRINT_ELEMENTS = 2**16  # a tensor up to this size is known by its values, a larger one by identity
-
-
-def fingerprint(value: object) -> object:
-    """A hashable stand-in for an attribute's value. A tensor: its shape, dtype, requires_grad and its
-    values (up to FINGERPRINT_ELEMENTS; a larger one by identity and version, which in-place changes
-    advance); anything unhashable by its type and identity."""
-    if isinstance(value, Tensor):
-        known = (tuple(value.shape), value.dtype, value.requires_grad)
-        if value.numel() <= FINGERPRINT_ELEMENTS:
-            try:
-                return (*known, hash(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes()))
-            except (RuntimeError, TypeError):  # a tensor whose bytes cannot be read (sparse, say)
-                pass
-        return (*known, id(value), value._version)
+def source_digest(methods: tuple[str, ...]) -> str | None:
     try:
-        hash(value)
-    except TypeError:
-        return (type(value), id(value))
-    return value
+        source = "".join(inspect.getsource(vars(LSTMCell)[name]) for name in methods)
+    except (OSError, TypeError):  # no source to read (a frozen or exec'd module): nothing is known
+        return None
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def compare_with_forward(cell: LSTMCell, run_layer: Callable) -> bool:
-    """Whether run_layer's output, final state and gradients (of a random weighting of them, with
-    respect to the input, the initial state, every parameter and every other tensor of the cell that
-    requires a gradient) equal those of stepping the cell.
+AS_SHIPPED = {methods: source_digest(methods) == digest for methods, digest in SHIPPED_SOURCE.items()}
+SHIPPED_METHODS = {name: vars(LSTMCell)[name] for name in ROUTE + EQUATIONS}
+MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))  # what nn.Module itself keeps on an instance
 
-    On a float64 copy whose parameters are drawn anew (so that agreement holds for the definition,
-    not for the values the cell happens to have, such as a zero-initialized term), over 5 steps from
-    a cell state large enough to reach the ranges a clip would act on; the global random generator is
-    left as it was.
-    """
-    with (
-        torch.random.fork_rng(devices=[]),
-        torch.inference_mode(False),
-        torch.enable_grad(),
-        torch.autocast("cpu", enabled=False),
-        # The check's own graph keeps its tensors to itself: torch.utils.checkpoint counts what the
-        # layer saves, and its recomputation, which finds the check remembered, would count fewer.
-        torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, lambda tensor: tensor),
-    ):
-        generator = torch.Generator().manual_seed(0)
-        try:
-            double = copy.deepcopy(cell).to(device="cpu", dtype=torch.float64)
-            with torch.no_grad():
-                for parameter in double.parameters():
-                    parameter.copy_(torch.randn(parameter.shape, generator=generator, dtype=torch.float64))
-        except Exception:  # a cell that cannot be copied (pruned, say) is not stood in for
-            return False
-        x = torch.randn(5, 2, cell.input_size, generator=generator, dtype=torch.float64)
-        h, c = torch.randn(2, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
-        c = 5 * c
-        weights = torch.randn(7, 2, cell.hidden_size, generator=generator, dtype=torch.float64)
-        inputs = [x.requires_grad_(), h.requires_grad_(), c.requires_grad_()]
-        inputs += [parameter for parameter in double.parameters() if parameter.requires_grad]
-        inputs += [
-            value
-            for value in vars(double).values()
-            if isinstance(value, Tensor) and value.requires_grad and value.is_leaf
-        ]
-        results = []
-        for run in (run_step_by_step, run_layer):
-            try:
-                output, state = run(double, x, h, c)
-                loss = (torch.cat((output, *(s.unsqueeze(0) for s in state))) * weights).sum()
-                grads = torch.autograd.grad(loss, inputs, allow_unused=True, materialize_grads=True)
-            except Exception:  # a runner that cannot run this cell does not compute it either
-                return False
-            results.append([output, *state, *grads])
-    # NaN equals nothing: a check that runs into NaN on both sides has compared nothing.
-    return all(
-        actual.shape == expected.shape and torch.allclose(actual, expected, rtol=1e-9, atol=1e-9)
-        for actual, expected in zip(*results, strict=True)
+
+def called_whole(cell: LSTMCell) -> bool:
+    """Whether the layer calls `cell(x_t, (h, c))` at every step: where a_t or the call are the cell's
+    own (forward, preactivations or affine not LSTMCell's as shipped, or set on the instance; a
+    parametrization), where calling it runs more than forward (a hook of the cell, a global module
+    hook), and in the modes of `special_mode`."""
+    cls = type(cell)
+    own = any(getattr(cls, name) is not SHIPPED_METHODS[name] or name in vars(cell) for name in ROUTE)
+    own = own or not AS_SHIPPED[ROUTE] or cls.__call__ is not nn.Module.__call__ or has_call_hooks(cell)
+    return own or special_mode() is not None
+
+
+def has_call_hooks(cell: nn.Module) -> bool:
+    """nn.Module.__call__'s own test of whether a call runs anything but forward."""
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    globals_ = torch.nn.modules.module
+    return parametrize.is_parametrized(cell) or any(
+        getattr(cell, name, None) or getattr(globals_, f"_global{name}", None) for name in hooks
     )
 
 
-def forward_is_overridden(cell: LSTMCell) -> bool:
-    """Whether `cell.forward` is other code than LSTMCell.forward (a subclass's or the instance's own),
-    which the specialized runners, built on `step`, would not run."""
-    return type(cell).forward is not LSTMCell.forward or "forward" in vars(cell)
+def is_textbook(cell: LSTMCell) -> bool:
+    """Whether `cell` is LSTMCell exactly as this file ships it, so that lstm_bptt's textbook derivatives
+    are its own: its class, its methods' source and identity, and an instance with nothing added (no
+    attribute, buffer, submodule, hook or method of its own). Known without running the cell."""
+    names = {f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in "ifgo"}
+    return (
+        type(cell) is LSTMCell
+        and all(AS_SHIPPED.values())
+        and all(vars(LSTMCell)[name] is method for name, method in SHIPPED_METHODS.items())
+        and LSTMCell.GATES == ("i", "f", "g", "o")
+        and set(vars(cell)) == MODULE_ATTRIBUTES | {"input_size", "hidden_size", "bias", "forget_bias"}
+        and set(cell._parameters) == names
+        and not cell._buffers
+        and not cell._modules
+        and not called_whole(cell)
+    )
 
 
 def special_mode() -> str | None:
-    """The name of a mode in which the layer steps the cell plainly, or None in plain eager mode."""
+    """The name of a mode in which the layer calls each cell whole, or None in plain eager mode."""
     if torch.compiler.is_compiling():
         return "torch.compile or torch.export"
     if torch.jit.is_tracing():  # a custom autograd Function inside torch.jit.trace crashes the process
@@ -841,6 +650,110 @@ def needs_gradient(x: Tensor, h: Tensor, c: Tensor, cell: LSTMCell) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Conversions to and from torch.nn.LSTM, which stacks the gates [i; f; g; o] in one matrix
+
+
+def cell_from_torch(cls: type[LSTMCell], cell: nn.LSTMCell) -> LSTMCell:
+    if not isinstance(cell, nn.LSTMCell):
+        raise TypeError(f"from_torch expected a torch.nn.LSTMCell, got {type(cell).__name__}")
+    if cls is not LSTMCell:
+        raise ValueError(f"from_torch builds the standard LSTMCell; {cls.__name__} is a variant")
+    weight = cell.weight_ih
+    ours = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device, dtype=weight.dtype)
+    load_torch_weights(
+        ours, cell.weight_ih, cell.weight_hh, (cell.bias_ih, cell.bias_hh) if cell.bias else None
+    )
+    return ours.train(cell.training)
+
+
+def lstm_from_torch(cls: type[LSTM], lstm: nn.LSTM) -> LSTM:
+    if not isinstance(lstm, nn.LSTM):
+        raise TypeError(f"from_torch expected a torch.nn.LSTM, got {type(lstm).__name__}")
+    check_unsupported(lstm.bidirectional, lstm.proj_size, what="from_torch")
+    weight = lstm.weight_ih_l0
+    ours = cls(
+        lstm.input_size,
+        lstm.hidden_size,
+        lstm.num_layers,
+        lstm.bias,
+        lstm.batch_first,
+        lstm.dropout,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    for layer, cell in enumerate(ours.cells):
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if lstm.bias else 2]
+        weights = [getattr(lstm, f"{name}_l{layer}") for name in names]
+        load_torch_weights(cell, *weights[:2], weights[2:] or None)
+    return ours.train(lstm.training)
+
+
+@torch.no_grad()
+def load_torch_weights(cell: LSTMCell, weight_ih: Tensor, weight_hh: Tensor, biases) -> None:
+    """Copy PyTorch's stacked [i; f; g; o] weights and the sum of its two biases into the named gate
+    matrices; each trains where PyTorch's does (the one bias where either of PyTorch's two does)."""
+    for gate, w_i, w_h in zip(cell.GATES, weight_ih.chunk(4), weight_hh.chunk(4), strict=True):
+        getattr(cell, f"W_i{gate}").copy_(w_i).requires_grad_(weight_ih.requires_grad)
+        getattr(cell, f"W_h{gate}").copy_(w_h).requires_grad_(weight_hh.requires_grad)
+    if cell.bias:
+        bias_trains = any(bias.requires_grad for bias in biases)
+        for gate, b in zip(cell.GATES, (biases[0] + biases[1]).chunk(4), strict=True):
+            getattr(cell, f"b_{gate}").copy_(b).requires_grad_(bias_trains)
+
+
+def cell_to_torch(cell: LSTMCell) -> nn.LSTMCell:
+    if not is_textbook(cell):
+        raise ValueError(
+            f"to_torch: {type(cell).__name__} is not lstm_cell.LSTMCell as shipped (a variant, a subclass, "
+            "an edited or hooked cell), and torch.nn.LSTM cannot express what it computes"
+        )
+    trains = trained_like_torch(cell)
+    like = first_weight(cell)
+    # Made on the meta device and filled here: no random initialization, so no draw from the RNG.
+    ours = nn.LSTMCell(cell.input_size, cell.hidden_size, cell.bias, device="meta", dtype=like.dtype)
+    ours = ours.to_empty(device=like.device)
+    stacked = lstm_bptt.stack_weights(gate_parameters(cell), gates=4)
+    with torch.no_grad():
+        for name, value in zip(("weight_ih", "weight_hh", "bias_ih"), stacked, strict=True):
+            if value is not None:
+                getattr(ours, name).copy_(value)
+        if cell.bias:
+            ours.bias_hh.zero_()
+    for name, parameter in ours.named_parameters():
+        parameter.requires_grad_(trains["bias" if name.startswith("bias") else name])
+    return ours.train(cell.training)
+
+
+def trained_like_torch(cell: LSTMCell) -> dict[str, bool]:
+    """Whether nn.LSTMCell's "weight_ih", "weight_hh" and "bias" would train, read from the gates' own
+    parameters; ValueError where the gates of one stacked matrix disagree."""
+    groups = {"weight_ih": "W_i{}", "weight_hh": "W_h{}"} | ({"bias": "b_{}"} if cell.bias else {})
+    trains = {}
+    for name, pattern in groups.items():
+        flags = {
+            pattern.format(gate): getattr(cell, pattern.format(gate)).requires_grad for gate in cell.GATES
+        }
+        if len(set(flags.values())) > 1:
+            raise ValueError(
+                f"to_torch: torch.nn.LSTM stacks {', '.join(flags)} in one {name}, which trains or "
+                f"not as a whole, but here only some of them train ({flags}); set requires_grad alike"
+            )
+        trains[name] = next(iter(flags.values()))
+    return trains
+
+
+def lstm_to_torch(lstm: LSTM) -> nn.LSTM:
+    like = first_weight(lstm.cells[0])
+    settings = (lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout)
+    converted = nn.LSTM(*settings, device="meta", dtype=like.dtype).to_empty(device=like.device)
+    with torch.no_grad():
+        for layer, cell in enumerate(lstm.cells):
+            for name, value in cell_to_torch(cell).named_parameters():
+                getattr(converted, f"{name}_l{layer}").copy_(value).requires_grad_(value.requires_grad)
+    return converted.train(lstm.training)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Settings and input checks: a clear error before any arithmetic, instead of one from inside a matmul.
 
 
@@ -850,15 +763,6 @@ def cell_class_of(variant: str | type[LSTMCell]) -> type[LSTMCell]:
     if isinstance(variant, str) and variant in VARIANTS:
         return VARIANTS[variant]
     raise ValueError(f"variant must be one of {', '.join(VARIANTS)} or an LSTMCell subclass, got {variant!r}")
-
-
-def check_convertible(cell: LSTMCell) -> None:
-    """ValueError unless `cell` computes the standard equations, which torch.nn.LSTMCell implements."""
-    if not agrees_with_forward(cell, run_bptt):
-        raise ValueError(
-            f"to_torch: {type(cell).__name__} does not compute the standard LSTM equations (it is a "
-            "variant, a subclass or an edited cell), which torch.nn.LSTM cannot express"
-        )
 
 
 def check_unsupported(bidirectional: bool, proj_size: int, what: str = "LSTM") -> None:
@@ -879,6 +783,12 @@ def check_size(name: str, value: int) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 

@@ -323,7 +323,7 @@ def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
     results = {"config": config_of(args), "machine": describe_machine()}
-    results["lstm_path"] = lstm_path(result.model, args.compile)
+    results["lstm_path"] = lstm_path(result.model, args.batch_size, args.compile)
     results |= {"epochs": result.history, "forecast": last_forecast(result)}
     results |= {"generalization": result.generalization, "two_tap_recurrence": result.two_tap_recurrence}
     if result.compile_seconds is not None:
@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         run = {"config": config_of(args), "epochs": history, "generalization": result.generalization}
         print("\nForecasts of signals the model never saw, each from its first window:")
         print(generalization_table(run | {"two_tap_recurrence": result.two_tap_recurrence}))
-        print(f"\nLSTM: the {args.variant} cell, trained by {lstm_path(result.model, args.compile)}")
+        path = lstm_path(result.model, args.batch_size, args.compile)
+        print(f"\nLSTM: the {args.variant} cell, trained by {path}")
         if result.compile_seconds is not None:
             print(f"torch.compile: the first training step took {result.compile_seconds:.1f}s")
 
