@@ -1,41 +1,35 @@
-"""Backpropagation through time (BPTT) by hand, for one layer of cells run by `lstm_cell.run_layer`.
+"""Backpropagation through time (BPTT) by hand, for one layer run by `lstm_cell.run_layer`.
 
-Forward, for t = 1 … T, the cell's own code (`lstm_cell.run_layer`): its step maps the pre-activations
-of every gate, a_t = W_x x_t + W_h h_{t-1} + b, and c_{t-1} to (c_t, h_t). For the textbook cell, with
-a_t = [a_i; a_f; a_g; a_o]:
+Forward, for t = 1 … T, the cell's own code: its step maps the gates' pre-activations a_t =
+W_x x_t + W_h h_{t-1} + b and c_{t-1} to (c_t, h_t); for the textbook cell, a_t = [a_i; a_f; a_g; a_o],
 
     i, f, o = σ(a_i), σ(a_f), σ(a_o)     g = tanh(a_g)     c_t = f ⊙ c_{t-1} + i ⊙ g     h_t = o ⊙ tanh(c_t)
 
-Backward, for t = T … 1, carrying dL/dh and dL/dc from step t+1 to step t. Where hidden unit j's c_t
-and h_t depend only on unit j's share of a_t and c_{t-1} (true of every variant in `lstm_cell`,
-peepholes included), each step's Jacobians are diagonal, and the chain rule works unit by unit:
+Backward, for t = T … 1. Where unit j's c_t and h_t depend only on unit j's share of a_t and c_{t-1}
+(every variant in `lstm_cell`, peepholes included), each step's Jacobians are diagonal, and the chain
+rule works unit by unit, dc_t being c_t's gradient from the steps after t only (dc_T = ∂L/∂c_T):
 
     dh_t     = ∂L/∂h_t + W_hᵀ da_{t+1}                          h_t reaches the loss and step t+1
-    da_t     = dh_t ⊙ ∂h_t/∂a_t     + dc_t ⊙ ∂c_t/∂a_t           (dc_T = ∂L/∂c_T: c_t's gradient
-    dc_{t-1} = dh_t ⊙ ∂h_t/∂c_{t-1} + dc_t ⊙ ∂c_t/∂c_{t-1}        from the steps after t only)
+    da_t     = dh_t ⊙ ∂h_t/∂a_t     + dc_t ⊙ ∂c_t/∂a_t
+    dc_{t-1} = dh_t ⊙ ∂h_t/∂c_{t-1} + dc_t ⊙ ∂c_t/∂c_{t-1}
 
-and finally dW_x = Σ_t da_tᵀ x_t, dW_h = Σ_t da_tᵀ h_{t-1}, db = Σ_t da_t, dx_t = W_xᵀ da_t,
-dh_0 = W_hᵀ da_1. For the textbook equations the local derivatives are written out
-(`textbook_derivatives`), each squashing function's derivative through the value it produced,
-σ' = σ(1 − σ) and tanh' = 1 − tanh²:
+and the weights' gradients follow from every da_t (`weight_gradients`). For the textbook step the local
+derivatives are written out (`textbook_derivatives`), each through the value it produced, σ' = σ(1 − σ)
+and tanh' = 1 − tanh²; with ∂h_t/∂c_t = o ⊙ (1 − tanh²(c_t)):
 
-    ∂c_t/∂[a_i, a_f, a_g, a_o] = [g ⊙ i(1 − i), c_{t-1} ⊙ f(1 − f), i ⊙ (1 − g²), 0]      ∂c_t/∂c_{t-1} = f
-    ∂h_t/∂a_o = tanh(c_t) ⊙ o(1 − o)      and through c_t, ∂h_t/∂c_t = o ⊙ (1 − tanh²(c_t)):
-    ∂h_t/∂[a_i, a_f, a_g] = ∂h_t/∂c_t ⊙ ∂c_t/∂[a_i, a_f, a_g]          ∂h_t/∂c_{t-1} = ∂h_t/∂c_t ⊙ f
+    ∂c_t/∂[a_i, a_f, a_g, a_o, c_{t-1}] = [g ⊙ i(1 − i), c_{t-1} ⊙ f(1 − f), i ⊙ (1 − g²), 0, f]
+    ∂h_t/∂[a_i, a_f, a_g, a_o, c_{t-1}] = ∂h_t/∂c_t ⊙ ∂c_t/∂[…], but ∂h_t/∂a_o = tanh(c_t) ⊙ o(1 − o)
 
 The term dc_t ⊙ f is the forget gate's path: from c_t back to c_{t-1} the gradient is only multiplied
 by f, with no weight matrix and no squashing derivative in between, so where f stays near 1 it travels
 many steps undiminished (Hochreiter & Schmidhuber's "constant error carousel", with the forget gate of
-Gers, Schmidhuber & Cummins 2000). A plain RNN multiplies by W_hᵀ and tanh' at every step instead.
+Gers, Schmidhuber & Cummins 2000); a plain RNN multiplies by W_hᵀ and tanh' at every step instead.
 
-For any other cell the local derivatives are its step's own (`autograd_derivatives`): autograd
-differentiates the step once for many time steps, all their rows as one batch, on the values the
-forward pass computed. Two things are verified on those values before they are used: the step, run
-again on them, gives what it gave (not so for dropout, say, or a step that depends on the batch), and
-it works unit by unit (one product with a random vector; a layer norm over the units fails it). Where
-either fails, the gradient is autograd's through the whole forward pass run again from the same random
-state, so it is right for every cell. All of it is first-order only: a backward pass with
-create_graph=True raises, naming the way out.
+For any other cell they are its step's own (`autograd_derivatives`): autograd differentiates the step
+once for many time steps, on the forward pass's values, checked there: run again, the step gives what it
+gave (not so for dropout), and it works unit by unit (one product with a random vector; a layer norm
+over the units fails it). Where either fails, the gradient is autograd's through the forward pass run
+again from the random state it began in (`replay`). First-order only: create_graph=True raises.
 """
 
 from __future__ import annotations
@@ -46,23 +40,20 @@ import torch
 from torch import Tensor
 
 DERIVATIVE_STEPS = 256  # the local derivatives are taken this many time steps at a time (memory)
-Run = Callable  # (x, h_0, c_0, record) -> (every step's h, (h_T, c_T)): lstm_cell.run_layer for a cell
 Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (a_t, c_{t-1}) -> (c_t, h_t), rows of a batch
 
 
 def run_layer(
-    run: Run, step: Step | None, gates: int, x: Tensor, h_0: Tensor, c_0: Tensor, parameters, others
+    run: Callable, step: Step | None, gates: int, x: Tensor, h_0: Tensor, c_0: Tensor, parameters, others
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """`run(x, h_0, c_0)`, backpropagated by hand: (every step's h (T, batch, hidden), (h_T, c_T)).
+    """`run(x, h_0, c_0, record)` (a cell's lstm_cell.run_layer) backpropagated by hand: (hs, (h_T, c_T)).
 
     `step`: the cell's step, whose local derivatives autograd takes, or None for the textbook ones.
-    `parameters`: the gates' W_x (hidden, input_size) each, then their W_h (hidden, hidden), then their b
-    (hidden,) unless there is no bias, every group in the order of `gates` gates in a_t. `others`: every
-    other tensor the step may train (a peephole's p_i). Backward raises if one was changed in place
-    after the forward pass, as autograd does for every tensor it saves.
+    `parameters`: the gates' W_x (hidden, input_size), then W_h (hidden, hidden), then b (hidden,) unless
+    there is no bias, each group in the order of the `gates` gates in a_t; `others`: all else the step
+    may train (a peephole's p_i). Backward raises after an in-place change of one, as autograd does.
     """
-    count = len(parameters)
-    hs, h, c = LayerBPTT.apply(run, step, gates, count, x, h_0, c_0, *parameters, *others)
+    hs, h, c = LayerBPTT.apply(run, step, gates, len(parameters), x, h_0, c_0, *parameters, *others)
     return hs, (h, c)
 
 
@@ -70,19 +61,15 @@ class LayerBPTT(torch.autograd.Function):
     """The recursion of this module's docstring over one layer."""
 
     @staticmethod
-    def forward(ctx, run: Run, step: Step | None, gates: int, count: int, x, h_0, c_0, *tensors):
+    def forward(ctx, run: Callable, step: Step | None, gates: int, count: int, x, h_0, c_0, *tensors):
         ctx.run, ctx.step, ctx.gates, ctx.count = run, step, gates, count
-        ctx.random_state = random_state(x.device) if step is not None else None
-        pre_activations, cs = [], [c_0]
-
-        def record(steps: dict[str, Tensor]) -> None:
-            pre_activations.append(steps["a"])
-            cs.append(steps["c"])
-
+        cuda = torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None
+        ctx.random_state = torch.get_rng_state(), cuda  # where a replay starts from
+        kept = []  # every step's a_t and c_t, and nothing else of the step's
         with torch.inference_mode():  # no autograd bookkeeping: about a tenth of each small call
-            hs, (h, c) = run(x, h_0, c_0, record)
+            hs, (h, c) = run(x, h_0, c_0, lambda steps: kept.append((steps["a"], steps["c"])))
         # Copied outside inference mode, so that autograd may keep them; h_T and c_T of their own.
-        hs, a, cs = hs.clone(), torch.stack(pre_activations), torch.stack(cs)
+        hs, a, cs = hs.clone(), torch.stack([a for a, _ in kept]), torch.stack([c_0, *(c for _, c in kept)])
         ctx.save_for_backward(x, h_0, c_0, a, cs, hs, *tensors)
         return hs, h.clone(), c.clone()
 
@@ -91,9 +78,9 @@ class LayerBPTT(torch.autograd.Function):
         check_first_order()
         x, h_0, c_0, a, cs, hs, *tensors = ctx.saved_tensors  # raises after an in-place change
         W_x, W_h, b = stack_weights(tensors[: ctx.count], ctx.gates)
-        steps, batch, hidden = hs.shape
         grad_h = grad_hs.clone()
         grad_h[-1] += grad_h_T  # h_T reaches the loss through output and through h_n
+        steps, batch, hidden = hs.shape
         rows = grad_hs.new_empty(steps, batch, ctx.gates + 1, hidden)  # every step's [da_t, dc_{t-1}]
         das, dc_rows = rows[:, :, : ctx.gates].flatten(2), rows[:, :, ctx.gates]  # views of their parts
         extra: dict[int, Tensor] = {}  # the gradients of the tensors the step uses besides a and c_{t-1}
@@ -114,26 +101,20 @@ class LayerBPTT(torch.autograd.Function):
             with torch.inference_mode():  # as in forward
                 for grad_h_t, by_dh_t, by_dc_t, row, da_t, dc_t in reversed(tuple(per_step)):
                     dh = grad_h_t if da is None else torch.addmm(grad_h_t, da, W_h)
-                    if used:
-                        dhs.append(dh)
-                        dcs.append(dc)
+                    dhs.append(dh)
+                    dcs.append(dc)
                     torch.addcmul(dh.unsqueeze(1) * by_dh_t, dc.unsqueeze(1), by_dc_t, out=row)
                     da, dc = da_t, dc_t
             if used:
                 grads = (torch.stack(dcs[::-1]), torch.stack(dhs[::-1]))  # rows in the order of the chunk's
                 for tensor, part in zip(used, gradients(outputs, used, grads), strict=True):
                     extra[id(tensor)] = extra.get(id(tensor), 0) + part
-        grad_a = rows[:, :, : ctx.gates].flatten(2)
-        grad_x, grad_h_0, *grad_weights = weight_gradients(
-            grad_a, x, h_0, hs, W_x, W_h, b, ctx.needs_input_grad[4]
-        )
-        found = grad_weights + [None] * (len(tensors) - ctx.count)
-        found = [add(grad, extra.get(id(tensor))) for tensor, grad in zip(tensors, found, strict=True)]
+        grad_x, grad_h_0, *found = weight_gradients(das, x, h_0, hs, W_x, W_h, b, ctx.needs_input_grad[4])
+        found += [None] * (len(tensors) - ctx.count)
+        for index, tensor in enumerate(tensors):  # what the step uses itself, besides a_t and c_{t-1}
+            if id(tensor) in extra:
+                found[index] = extra[id(tensor)] + (0 if found[index] is None else found[index])
         return (None,) * 4 + (grad_x, grad_h_0, dc.clone(), *found)
-
-
-def add(gradient: Tensor | None, more: Tensor | None) -> Tensor | None:
-    return more if gradient is None else gradient if more is None else gradient + more
 
 
 def textbook_derivatives(a: Tensor, c_previous: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -155,30 +136,26 @@ def autograd_derivatives(step: Step, gates: int, a, c_previous, c, h, tensors):
     and the tensors among `tensors` it uses, by autograd on the step run again on the forward's a and
     c_{t-1}; None where the step, run again, does not give c and h, or does not work unit by unit."""
     inputs = (a.detach().requires_grad_(), c_previous.detach().requires_grad_())
-    with torch.enable_grad():
+    with own_random_state(h.device), torch.enable_grad():  # a dropout here draws nothing of the caller's
         c_new, h_new = step(inputs[0].flatten(0, 1), inputs[1].flatten(0, 1))
         outputs = (c_new.view_as(c), h_new.view_as(h))
     used = [t for t in check_leaves(outputs, [*inputs, *tensors]) if not any(t is i for i in inputs)]
     if not (close(outputs[0], c, c.abs()) and close(outputs[1], h, h.abs())):
         return None
-    by_dh, by_dc = (unit_derivatives(output, inputs, gates) for output in outputs[::-1])
+    ones = (torch.ones_like(h),)
+    by_dh, by_dc = (unit_layout(gradients((output,), inputs, ones), gates) for output in outputs[::-1])
     # Unit by unit, the product with any vectors (v, w) is v ⊙ ∂h + w ⊙ ∂c; one random pair tells.
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(0)  # its own: the check draws nothing of the caller's
     v, w = (torch.randn(h.shape, generator=generator, dtype=h.dtype).to(h.device).unsqueeze(2) for _ in "vw")
-    probe = torch.cat(unit_layout(gradients(outputs, inputs, (w.squeeze(2), v.squeeze(2))), gates), dim=2)
+    probe = unit_layout(gradients(outputs, inputs, (w.squeeze(2), v.squeeze(2))), gates)
     if not close(probe, v * by_dh + w * by_dc, (v * by_dh).abs() + (w * by_dc).abs()):
         return None
     return by_dh, by_dc, outputs, used
 
 
-def unit_derivatives(output: Tensor, inputs: tuple[Tensor, Tensor], gates: int) -> Tensor:
-    """(∂output/∂a, ∂output/∂c_{t-1}) of a unit-wise step, as (steps, batch, gates + 1, hidden)."""
-    return torch.cat(unit_layout(gradients((output,), inputs, (torch.ones_like(output),)), gates), dim=2)
-
-
-def unit_layout(by: tuple[Tensor, Tensor], gates: int) -> tuple[Tensor, Tensor]:
-    by_a, by_c = by
-    return by_a.unflatten(-1, (gates, -1)), by_c.unsqueeze(2)
+def unit_layout(by: tuple[Tensor, Tensor], gates: int) -> Tensor:
+    """A gradient by (a, c_{t-1}) laid out (steps, batch, gates + 1, hidden), one block per gate and c."""
+    return torch.cat((by[0].unflatten(-1, (gates, -1)), by[1].unsqueeze(2)), dim=2)
 
 
 def close(actual: Tensor, expected: Tensor, scale: Tensor) -> bool:
@@ -202,11 +179,9 @@ def check_leaves(outputs: Sequence[Tensor], known: list[Tensor]) -> list[Tensor]
         node = nodes.pop()
         if node is not None and node not in seen:
             seen.add(node)
-            if hasattr(node, "variable"):
-                found.add(id(node.variable))
+            found.update([id(node.variable)] if hasattr(node, "variable") else [])
             nodes.extend(next_node for next_node, _ in node.next_functions)
-    unknown = found - {id(tensor) for tensor in known}
-    if unknown:
+    if found - {id(tensor) for tensor in known}:
         raise RuntimeError(
             "the cell's step uses a tensor that requires grad but is neither a parameter nor a tensor "
             "attribute of the cell, so lstm_bptt cannot give it its gradient; register it as an "
@@ -218,9 +193,10 @@ def check_leaves(outputs: Sequence[Tensor], known: list[Tensor]) -> list[Tensor]
 def replay(ctx, grad_outputs, x, h_0, c_0, tensors) -> tuple:
     """The gradients by autograd through the forward pass run again, from the random state it began in."""
     inputs = [tensor.detach().requires_grad_(tensor.requires_grad) for tensor in (x, h_0, c_0)]
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
-        set_random_state(ctx.random_state, x.device)
+    with own_random_state(x.device), torch.enable_grad():
+        torch.set_rng_state(ctx.random_state[0])
+        if x.device.type == "cuda":
+            torch.cuda.set_rng_state(ctx.random_state[1], x.device)
         hs, (h, c) = ctx.run(*inputs, None)
     wanted = [tensor for tensor in (*inputs, *tensors) if tensor.requires_grad]
     check_leaves((hs, h, c), wanted)
@@ -228,27 +204,18 @@ def replay(ctx, grad_outputs, x, h_0, c_0, tensors) -> tuple:
     return tuple(next(found) if tensor.requires_grad else None for tensor in (*inputs, *tensors))
 
 
-def random_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
+def own_random_state(device: torch.device):
+    """A context in which random numbers are drawn from a copy of the generators' state, left as it was."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
-def set_random_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
-
-
-# ---------------------------------------------------------------------------------------------------
-# The stacked weights, the input projections and the gradients they give
+# The stacked weights, the input projections and the gradients they give: for both kinds of derivatives.
 
 
 def stack_weights(parameters: Sequence[Tensor], gates: int) -> tuple[Tensor, Tensor, Tensor | None]:
     """(W_x, W_h, b): each group of `gates` parameters (W_x's, W_h's, b's) concatenated; b is None
     when there are only two groups (no bias)."""
-    W_x, W_h, *b = (
-        torch.cat(parameters[start : start + gates]) for start in range(0, len(parameters), gates)
-    )
+    W_x, W_h, *b = (torch.cat(parameters[k : k + gates]) for k in range(0, len(parameters), gates))
     return W_x, W_h, b[0] if b else None
 
 
@@ -276,7 +243,7 @@ def check_first_order() -> None:
     """RuntimeError when a backward pass asks for a graph of the gradient, which lstm_bptt does not build."""
     if torch.is_grad_enabled():
         raise RuntimeError(
-            "the hand-derived BPTT backward pass of lstm_bptt is first-order only, and this backward "
-            "pass asked for a graph of the gradient (create_graph=True: gradients of gradients, "
-            "gradient penalties, Hessian-vector products); build the LSTM with backward='autograd'"
+            "the hand-derived BPTT backward pass of lstm_bptt is first-order only, and this backward pass "
+            "asked for a graph of the gradient (create_graph=True: gradients of gradients, gradient "
+            "penalties, Hessian-vector products); build the LSTM with backward='autograd'"
         )
