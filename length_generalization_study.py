@@ -203,9 +203,7 @@ def save_best(study: dict, out_dir: Path) -> None:
             f"the best run, {configuration['name']!r} with seed {configuration['seeds'][index]}, is no longer"
             f" in {run_dir} nor in {out_dir}; run it again with --only {shlex.quote(configuration['name'])}"
         )
-    # On this branch experiment_utils.config_of records an unset option (None) as the string "None"
-    # (main keeps it null), which load_model would pass on to build_model; the copy says null.
-    config = {key: None if value == "None" else value for key, value in run["config"].items()}
+    config = run["config"]
     model = load_model(run_dir / binary_counting.WEIGHTS_NAME, config)
     save_torch(model.state_dict(), out_dir / f"{BEST_NAME}.pt")
     save_json(
