@@ -280,6 +280,9 @@ def apply_resume(
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
     stored, history = checkpoint["config"], checkpoint["history"]
+    problem = stored_settings_problem(parser, stored)
+    if problem is not None:
+        parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
     if history and not math.isfinite(history[-1]["train_loss"]):
         parser.error(
             f"--resume: the run in {args.out_dir} diverged at epoch {history[-1]['epoch']};"
@@ -312,6 +315,39 @@ def apply_resume(
     problem = state_problem(checkpoint, args, resume_keys)
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
+
+
+def stored_settings_problem(parser: argparse.ArgumentParser, stored: dict) -> str | None:
+    """What keeps the stored settings from being values this script's command line could give (a
+    count that is a string, a negative rate, a choice it does not offer), or None."""
+    shadow = copy.deepcopy(parser)
+
+    def refuse(message: str):
+        raise ValueError(message)
+
+    shadow.error = refuse
+    argv, checked = [], []
+    for action in shadow._actions:
+        name, value = action.dest, stored.get(action.dest)
+        if not action.option_strings or name not in stored or name in ("out_dir", "resume", "quiet"):
+            continue
+        checked.append(name)
+        if action.nargs == 0:  # a flag: true or false
+            if not isinstance(value, bool):
+                return f"its setting {name} is {value!r}, expected true or false"
+            argv += action.option_strings[:1] if value else []
+        elif value is not None:
+            argv += [action.option_strings[0], *map(str, value if isinstance(value, list) else [value])]
+    try:
+        parsed = config_of(shadow.parse_args(argv))  # as the run recorded them
+    except ValueError as error:
+        return f"its settings are not this script's ({error})"
+    wrong = [name for name in checked if name in parsed and parsed[name] != stored[name]]
+    if wrong:
+        return ", ".join(
+            f"its setting {name} is {stored[name]!r}, not a value of its option" for name in wrong
+        )
+    return None
 
 
 @dataclass(frozen=True)

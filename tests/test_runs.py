@@ -321,6 +321,12 @@ def damage(checkpoint: dict, script, kind: str) -> object:
         return {**checkpoint, "model": {name: value.double() for name, value in checkpoint["model"].items()}}
     if kind == "more epochs than its settings":
         return {**checkpoint, "config": {**checkpoint["config"], "epochs": 1}}
+    if kind == "a count that is a string":
+        return {**checkpoint, "config": {**checkpoint["config"], "epochs": "3"}}
+    if kind == "a negative learning rate":
+        return {**checkpoint, "config": {**checkpoint["config"], "lr": -1.0}}
+    if kind == "a flag that is a number":
+        return {**checkpoint, "config": {**checkpoint["config"], "no_figures": 1}}
     if kind == "history out of order":
         return {**checkpoint, "history": checkpoint["history"][::-1]}
     if kind == "optimizer of another model":
@@ -344,6 +350,9 @@ DAMAGES = [
     "optimizer state for no parameter",
     "weights of another dtype",
     "more epochs than its settings",
+    "a count that is a string",
+    "a negative learning rate",
+    "a flag that is a number",
 ]
 
 
