@@ -25,11 +25,11 @@ by f, with no weight matrix and no squashing derivative in between, so where f s
 many steps undiminished (Hochreiter & Schmidhuber's "constant error carousel", with the forget gate of
 Gers, Schmidhuber & Cummins 2000); a plain RNN multiplies by W_hᵀ and tanh' at every step instead.
 
-For any other cell they are its step's own (`autograd_derivatives`): autograd differentiates the step
-once for many time steps, on the forward pass's values, checked there: run again, the step gives what it
-gave (not so for dropout), and it works unit by unit (one product with a random vector; a layer norm
-over the units fails it). Where either fails, the gradient is autograd's through the forward pass run
-again from the random state it began in (`replay`). First-order only: create_graph=True raises.
+For the variants `lstm_cell` ships they are their step's own (`step_derivatives`): autograd
+differentiates the step once for many time steps, on the values the forward pass computed. Both are
+used only for cells known, from their class, source and instance, to be code shipped in `lstm_cell`
+(`lstm_cell.shipped_path`), whose steps are deterministic, unit by unit and free of side effects; any
+other cell trains by autograd. First-order only: a backward pass with create_graph=True raises.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ def run_layer(
 ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """`run(x, h_0, c_0, record)` (a cell's lstm_cell.run_layer) backpropagated by hand: (hs, (h_T, c_T)).
 
-    `step`: the cell's step, whose local derivatives autograd takes, or None for the textbook ones.
+    `step`: the shipped variant's step, whose local derivatives autograd takes, or None for the textbook
+    cell's written-out ones.
     `parameters`: the gates' W_x (hidden, input_size), then W_h (hidden, hidden), then b (hidden,) unless
     there is no bias, each group in the order of the `gates` gates in a_t; `others`: all else the step
     may train (a peephole's p_i). Backward raises after an in-place change of one, as autograd does.
@@ -62,39 +63,36 @@ class LayerBPTT(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, run: Callable, step: Step | None, gates: int, count: int, x, h_0, c_0, *tensors):
-        ctx.run, ctx.step, ctx.gates, ctx.count = run, step, gates, count
-        cuda = torch.cuda.get_rng_state(x.device) if x.device.type == "cuda" else None
-        ctx.random_state = torch.get_rng_state(), cuda  # where a replay starts from
+        ctx.step, ctx.gates, ctx.count = step, gates, count
+        ctx.others = tensors[count:]  # the step's own tensors, as the step reads them, to differentiate by
         kept = []  # every step's a_t and c_t, and nothing else of the step's
         with torch.inference_mode():  # no autograd bookkeeping: about a tenth of each small call
             hs, (h, c) = run(x, h_0, c_0, lambda steps: kept.append((steps["a"], steps["c"])))
         # Copied outside inference mode, so that autograd may keep them; h_T and c_T of their own.
         hs, a, cs = hs.clone(), torch.stack([a for a, _ in kept]), torch.stack([c_0, *(c for _, c in kept)])
-        ctx.save_for_backward(x, h_0, c_0, a, cs, hs, *tensors)
+        ctx.save_for_backward(x, h_0, a, cs, hs, *tensors)
         return hs, h.clone(), c.clone()
 
     @staticmethod
     def backward(ctx, grad_hs: Tensor, grad_h_T: Tensor, grad_c_T: Tensor):
         check_first_order()
-        x, h_0, c_0, a, cs, hs, *tensors = ctx.saved_tensors  # raises after an in-place change
+        x, h_0, a, cs, hs, *tensors = ctx.saved_tensors  # raises after an in-place change
         W_x, W_h, b = stack_weights(tensors[: ctx.count], ctx.gates)
         grad_h = grad_hs.clone()
         grad_h[-1] += grad_h_T  # h_T reaches the loss through output and through h_n
         steps, batch, hidden = hs.shape
         rows = grad_hs.new_empty(steps, batch, ctx.gates + 1, hidden)  # every step's [da_t, dc_{t-1}]
         das, dc_rows = rows[:, :, : ctx.gates].flatten(2), rows[:, :, ctx.gates]  # views of their parts
-        extra: dict[int, Tensor] = {}  # the gradients of the tensors the step uses besides a and c_{t-1}
+        trained = [index for index, tensor in enumerate(ctx.others) if tensor.requires_grad]
+        own = [0] * len(ctx.others)  # the gradients of what the step uses besides a_t and c_{t-1}
         da, dc = None, grad_c_T
         for start in reversed(range(0, steps, DERIVATIVE_STEPS)):
             stop = min(start + DERIVATIVE_STEPS, steps)
             chunk = (a[start:stop], cs[start:stop], cs[start + 1 : stop + 1], hs[start:stop])
             if ctx.step is None:
-                (by_dh, by_dc), used = textbook_derivatives(*chunk[:3]), []
+                by_dh, by_dc = textbook_derivatives(*chunk[:3])
             else:
-                derivatives = autograd_derivatives(ctx.step, ctx.gates, *chunk, tensors)
-                if derivatives is None:
-                    return (None,) * 4 + replay(ctx, (grad_hs, grad_h_T, grad_c_T), x, h_0, c_0, tensors)
-                by_dh, by_dc, outputs, used = derivatives
+                by_dh, by_dc, outputs = step_derivatives(ctx.step, ctx.gates, *chunk)
             dhs, dcs = [], []
             views = (rows[start:stop], das[start:stop], dc_rows[start:stop])
             per_step = zip(grad_h[start:stop], by_dh, by_dc, *views, strict=True)
@@ -105,15 +103,13 @@ class LayerBPTT(torch.autograd.Function):
                     dcs.append(dc)
                     torch.addcmul(dh.unsqueeze(1) * by_dh_t, dc.unsqueeze(1), by_dc_t, out=row)
                     da, dc = da_t, dc_t
-            if used:
+            if ctx.step is not None and trained:
                 grads = (torch.stack(dcs[::-1]), torch.stack(dhs[::-1]))  # rows in the order of the chunk's
-                for tensor, part in zip(used, gradients(outputs, used, grads), strict=True):
-                    extra[id(tensor)] = extra.get(id(tensor), 0) + part
+                parts = gradients(outputs, [ctx.others[index] for index in trained], grads)
+                for index, part in zip(trained, parts, strict=True):
+                    own[index] = own[index] + part
         grad_x, grad_h_0, *found = weight_gradients(das, x, h_0, hs, W_x, W_h, b, ctx.needs_input_grad[4])
-        found += [None] * (len(tensors) - ctx.count)
-        for index, tensor in enumerate(tensors):  # what the step uses itself, besides a_t and c_{t-1}
-            if id(tensor) in extra:
-                found[index] = extra[id(tensor)] + (0 if found[index] is None else found[index])
+        found += [part if index in trained else None for index, part in enumerate(own)]
         return (None,) * 4 + (grad_x, grad_h_0, dc.clone(), *found)
 
 
@@ -131,26 +127,17 @@ def textbook_derivatives(a: Tensor, c_previous: Tensor, c: Tensor) -> tuple[Tens
     return by_dh, by_dc
 
 
-def autograd_derivatives(step: Step, gates: int, a, c_previous, c, h, tensors):
-    """(∂h_t, ∂c_t) by [a_t's gates, c_{t-1}], each (steps, batch, gates + 1, hidden), the step's outputs
-    and the tensors among `tensors` it uses, by autograd on the step run again on the forward's a and
-    c_{t-1}; None where the step, run again, does not give c and h, or does not work unit by unit."""
+def step_derivatives(step: Step, gates: int, a: Tensor, c_previous: Tensor, c: Tensor, h: Tensor):
+    """(∂h_t, ∂c_t) by [a_t's gates, c_{t-1}], each (steps, batch, gates + 1, hidden), and the step's
+    outputs (c_t, h_t), by autograd on the step run on the forward pass's a_t and c_{t-1}: all its rows
+    as one batch, since each unit's outputs depend on that unit's inputs only."""
     inputs = (a.detach().requires_grad_(), c_previous.detach().requires_grad_())
-    with own_random_state(h.device), torch.enable_grad():  # a dropout here draws nothing of the caller's
+    with torch.enable_grad():
         c_new, h_new = step(inputs[0].flatten(0, 1), inputs[1].flatten(0, 1))
         outputs = (c_new.view_as(c), h_new.view_as(h))
-    used = [t for t in check_leaves(outputs, [*inputs, *tensors]) if not any(t is i for i in inputs)]
-    if not (close(outputs[0], c, c.abs()) and close(outputs[1], h, h.abs())):
-        return None
     ones = (torch.ones_like(h),)
     by_dh, by_dc = (unit_layout(gradients((output,), inputs, ones), gates) for output in outputs[::-1])
-    # Unit by unit, the product with any vectors (v, w) is v ⊙ ∂h + w ⊙ ∂c; one random pair tells.
-    generator = torch.Generator().manual_seed(0)  # its own: the check draws nothing of the caller's
-    v, w = (torch.randn(h.shape, generator=generator, dtype=h.dtype).to(h.device).unsqueeze(2) for _ in "vw")
-    probe = unit_layout(gradients(outputs, inputs, (w.squeeze(2), v.squeeze(2))), gates)
-    if not close(probe, v * by_dh + w * by_dc, (v * by_dh).abs() + (w * by_dc).abs()):
-        return None
-    return by_dh, by_dc, outputs, used
+    return by_dh, by_dc, outputs
 
 
 def unit_layout(by: tuple[Tensor, Tensor], gates: int) -> Tensor:
@@ -158,55 +145,11 @@ def unit_layout(by: tuple[Tensor, Tensor], gates: int) -> Tensor:
     return torch.cat((by[0].unflatten(-1, (gates, -1)), by[1].unsqueeze(2)), dim=2)
 
 
-def close(actual: Tensor, expected: Tensor, scale: Tensor) -> bool:
-    """|actual − expected| within a few dozen roundings of `scale`, elementwise; False for NaN."""
-    tolerance = 64 * torch.finfo(actual.dtype).eps
-    return bool(((actual - expected).abs() <= tolerance * (scale + 1)).all())
-
-
 def gradients(outputs, inputs, grad_outputs) -> tuple[Tensor, ...]:
     """torch.autograd.grad, keeping the graph, with zeros for an input an output does not use."""
     return torch.autograd.grad(
         outputs, inputs, grad_outputs, retain_graph=True, allow_unused=True, materialize_grads=True
     )
-
-
-def check_leaves(outputs: Sequence[Tensor], known: list[Tensor]) -> list[Tensor]:
-    """The tensors of `known` that autograd's graph of `outputs` ends in. RuntimeError where it also ends
-    in a tensor that requires grad and is not known: a gradient that could not be given."""
-    found, seen, nodes = set(), set(), [output.grad_fn for output in outputs]
-    while nodes:
-        node = nodes.pop()
-        if node is not None and node not in seen:
-            seen.add(node)
-            found.update([id(node.variable)] if hasattr(node, "variable") else [])
-            nodes.extend(next_node for next_node, _ in node.next_functions)
-    if found - {id(tensor) for tensor in known}:
-        raise RuntimeError(
-            "the cell's step uses a tensor that requires grad but is neither a parameter nor a tensor "
-            "attribute of the cell, so lstm_bptt cannot give it its gradient; register it as an "
-            "nn.Parameter of the cell, or build the LSTM with backward='autograd'"
-        )
-    return [tensor for tensor in known if id(tensor) in found]
-
-
-def replay(ctx, grad_outputs, x, h_0, c_0, tensors) -> tuple:
-    """The gradients by autograd through the forward pass run again, from the random state it began in."""
-    inputs = [tensor.detach().requires_grad_(tensor.requires_grad) for tensor in (x, h_0, c_0)]
-    with own_random_state(x.device), torch.enable_grad():
-        torch.set_rng_state(ctx.random_state[0])
-        if x.device.type == "cuda":
-            torch.cuda.set_rng_state(ctx.random_state[1], x.device)
-        hs, (h, c) = ctx.run(*inputs, None)
-    wanted = [tensor for tensor in (*inputs, *tensors) if tensor.requires_grad]
-    check_leaves((hs, h, c), wanted)
-    found = iter(torch.autograd.grad((hs, h, c), wanted, grad_outputs, allow_unused=True))
-    return tuple(next(found) if tensor.requires_grad else None for tensor in (*inputs, *tensors))
-
-
-def own_random_state(device: torch.device):
-    """A context in which random numbers are drawn from a copy of the generators' state, left as it was."""
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 # The stacked weights, the input projections and the gradients they give: for both kinds of derivatives.

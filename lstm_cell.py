@@ -49,20 +49,22 @@ class LSTMCell(nn.Module):
     gate (b_ih + b_hh); one is enough. `forget_bias`: the initial value of every b_f (None keeps
     PyTorch's uniform initialization; Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0).
 
-    A cell of your own is a subclass (or an instance with a method replaced), and what it changes
-    decides how `LSTM` trains it (`LSTM.training_path()`), always by running your code:
+    A cell of your own is a subclass (or an instance with a method replaced). The layer always runs its
+    code, and what it changes decides only how the gradients are taken (`LSTM.training_path()`):
 
     - `GATES`: your gate names, in the order `a` is split; a gate named "u" gets W_iu, W_hu, b_u.
     - `step`, or one line of it (`input_gate`, `forget_gate`, `candidate`, `output_gate`,
       `output_activation`): the layer computes every gate's a_k from stacked matrices, runs your step
-      on them and backpropagates through time with your step's own local derivatives, taken by
-      autograd on the step's actual values ("bptt, local derivatives by autograd"). A step that mixes
-      hidden units or draws random numbers is detected on those values and differentiated whole.
-    - `preactivations`, `affine` or `forward`, a hook on the cell, a global module hook or a
-      parametrization: a_t is no longer the layer's to compute, so it calls `cell(x_t, (h, c))` at every
-      step and autograd differentiates it ("autograd, step by step").
-    - Nothing: only this class, as this file ships it and without extra attributes, submodules or
-      hooks, gets the textbook derivatives written out in lstm_bptt ("bptt").
+      on them, and autograd differentiates what it ran ("autograd"), whatever the step does (mix units,
+      draw random numbers, keep state, transform its own gradients).
+    - `preactivations`, `affine` or `forward`, a hook on the cell, a global module hook, a gate matrix
+      that is not a registered parameter, or a parametrization: a_t is no longer the layer's to compute,
+      so it calls `cell(x_t, (h, c))` at every step ("autograd, step by step").
+    - Nothing: this class and the variants of VARIANTS, exactly as this file ships them and with
+      nothing added to the instance, get lstm_bptt's hand-written backpropagation through time: the
+      textbook derivatives for this class ("bptt"), the variant's own step differentiated by autograd
+      for all steps at once ("bptt, local derivatives by autograd"). `shipped_path` tells, from the
+      class, its source and the instance, never by running the cell.
 
     `reset_parameters` initializes the gate matrices and biases only. A subclass that adds parameters
     makes them on the gates' device and dtype and initializes them in its own `reset_parameters`,
@@ -294,10 +296,10 @@ class LSTM(nn.Module):
     is passed to every cell. Every path runs the cell's own code forward (`run_layer`); `backward`
     chooses how gradients flow back through time (`training_path()` names the one a step takes):
 
-    - "auto" (default): `lstm_bptt`'s backpropagation through time, with the textbook derivatives for
-      the unmodified LSTMCell and the cell's own local derivatives (by autograd) for any other, while a
-      step's state (batch × hidden_size) is at most BPTT_LARGEST_STATE; autograd for larger ones, where
-      the arithmetic, not the number of calls, takes the time (benchmarks/README.md). First-order only;
+    - "auto" (default): for LSTMCell and the variants as shipped (`shipped_path`), `lstm_bptt`'s
+      backpropagation through time while a step's state (batch × hidden_size) is at most
+      BPTT_LARGEST_STATE (first-order only); autograd for larger ones, where the arithmetic, not the
+      number of calls, takes the time (benchmarks/README.md), and for every other cell;
     - "bptt": the textbook derivatives at every size, or a clear error for any other cell;
     - "autograd": PyTorch differentiates the cell's own steps (gradients of gradients included).
 
@@ -390,9 +392,11 @@ class LSTM(nn.Module):
         return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     def training_path(self, batch_size: int = 1) -> str:
-        """How a training step of `batch_size` sequences runs in eager mode, one of `PATHS`, decided
-        as `forward` decides it: from the first cell's class, source and instance, without running it."""
-        return self.path_of(self.cells[0], needs_grad=True, batch_size=batch_size)
+        """How a training step of `batch_size` sequences runs in eager mode, one of `PATHS` (where the
+        layers differ, each layer's), decided as `forward` decides it: from each cell's class, source and
+        instance, without running it."""
+        paths = [self.path_of(cell, needs_grad=True, batch_size=batch_size) for cell in self.cells]
+        return paths[0] if len(set(paths)) == 1 else "; ".join(f"layer {n}: {p}" for n, p in enumerate(paths))
 
     def path_of(self, cell: LSTMCell, needs_grad: bool, batch_size: int) -> str:
         special = special_mode()
@@ -401,7 +405,7 @@ class LSTM(nn.Module):
         elif not needs_grad or self.backward == "autograd":
             path = "autograd"
         else:
-            path = "bptt" if is_textbook(cell) else "bptt, local derivatives by autograd"
+            path = shipped_path(cell) or "autograd"
         if needs_grad and self.backward == "bptt" and path != "bptt":
             if special:
                 raise RuntimeError(
@@ -483,7 +487,9 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable 
     for PROJECTION_STEPS steps), or, for a cell called whole (`called_whole`), `cell(x_t, (h, c))`.
     `record` is called with every step's dict: step's, with "a", the stacked a_t.
     """
-    step = step_function(cell, x)
+    whole = called_whole(cell)
+    step = step_function(cell, x, whole)
+    versions = [] if whole else [parameter._version for parameter in gate_parameters(cell)]
     hs = []
     for t in range(len(x)):
         steps = step(t, h, c)
@@ -491,11 +497,16 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable 
         hs.append(h)
         if record is not None:
             record(steps)
+    if not whole and versions != [parameter._version for parameter in gate_parameters(cell)]:
+        raise RuntimeError(
+            f"{type(cell).__name__} changed a gate matrix in place during the sequence, which the layer had "
+            "stacked at its start; change the parameters between calls, or override forward to step it whole"
+        )
     return torch.stack(hs), (h, c)
 
 
-def step_function(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
-    if called_whole(cell):
+def step_function(cell: LSTMCell, x: Tensor, whole: bool) -> Callable[[int, Tensor, Tensor], Steps]:
+    if whole:
         return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
     W_x, W_h, b = StackParameters.apply(len(cell.GATES), *gate_parameters(cell))
     W_h_T, gates, chunk = W_h.T, len(cell.GATES), {}
@@ -561,40 +572,55 @@ class StackParameters(torch.autograd.Function):
         )
 
 
-# What the specialized paths stand for, known from the source rather than by running it: the SHA-256 of
-# these methods' source as this file ships it. tests/test_lstm_cell.py recomputes both; after an
-# intended edit of these methods, put in the new values it prints.
-ROUTE = ("forward", "preactivations", "affine")  # how a_t is computed: the layer's stacked matrices
-EQUATIONS = ("step", "input_gate", "forget_gate", "candidate", "output_gate", "output_activation")
-SHIPPED_SOURCE = {ROUTE: "a408c21750509dda", EQUATIONS: "a34f3febf2f5bb52"}
+# What the hand-written backward passes stand for, known from the source rather than by running it: the
+# SHA-256 of each shipped class's source as this file ships it. tests/test_lstm_cell.py recomputes them;
+# after an intended edit of one of these classes, put in the new values it prints.
+SHIPPED_SOURCE = {
+    "LSTMCell": "0bdd307585e89ca9",
+    "PeepholeLSTMCell": "7ebcb6318be34a6a",
+    "NoInputGateLSTMCell": "24d87e3e74a10784",
+    "NoForgetGateLSTMCell": "2187ea41cd6e78ad",
+    "NoOutputGateLSTMCell": "50cdf8f74426b01c",
+    "NoInputActivationLSTMCell": "7143e8ad8224ba2e",
+    "NoOutputActivationLSTMCell": "9d7de5942c428f96",
+    "CoupledGateLSTMCell": "65c49c4f51d6538c",
+}
+OWN_PARAMETERS = {PeepholeLSTMCell: {"p_i", "p_f", "p_o"}}  # a shipped class's parameters beyond the gates'
 
 
-def source_digest(methods: tuple[str, ...]) -> str | None:
+def source_digest(cls: type) -> str | None:
     try:
-        source = "".join(inspect.getsource(vars(LSTMCell)[name]) for name in methods)
+        return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
     except (OSError, TypeError):  # no source to read (a frozen or exec'd module): nothing is known
         return None
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-AS_SHIPPED = {methods: source_digest(methods) == digest for methods, digest in SHIPPED_SOURCE.items()}
-SHIPPED_METHODS = {name: vars(LSTMCell)[name] for name in ROUTE + EQUATIONS}
+AS_SHIPPED = all(source_digest(cls) == SHIPPED_SOURCE[cls.__name__] for cls in VARIANTS.values())
+SHIPPED_CLASSES = {cls: dict(vars(cls)) for cls in VARIANTS.values()}  # their contents at import
 MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))  # what nn.Module itself keeps on an instance
+
+
+def as_shipped(cls: type) -> bool:
+    """Whether `cls` and the classes it inherits from in this file hold what they held at import."""
+    shipped = [klass for klass in cls.__mro__ if klass in SHIPPED_CLASSES]
+    return AS_SHIPPED and all(dict(vars(klass)) == SHIPPED_CLASSES[klass] for klass in shipped)
 
 
 def called_whole(cell: LSTMCell) -> bool:
     """Whether the layer calls `cell(x_t, (h, c))` at every step: where a_t or the call are the cell's
-    own (forward, preactivations or affine not LSTMCell's as shipped, or set on the instance; a
-    parametrization), where calling it runs more than forward (a hook of the cell, a global module
-    hook), and in the modes of `special_mode`."""
-    cls = type(cell)
-    own = any(getattr(cls, name) is not SHIPPED_METHODS[name] or name in vars(cell) for name in ROUTE)
-    own = own or not AS_SHIPPED[ROUTE] or cls.__call__ is not nn.Module.__call__ or has_call_hooks(cell)
+    own (forward, preactivations or affine not LSTMCell's as shipped, or set on the instance; a gate
+    matrix that is not a registered parameter, or a parametrization), where calling it runs more than
+    forward (a hook of the cell, a global module hook), and in the modes of `special_mode`."""
+    cls, route = type(cell), ("forward", "preactivations", "affine")
+    own = not as_shipped(LSTMCell) or any(getattr(cls, name) is not vars(LSTMCell)[name] for name in route)
+    own = own or any(name in vars(cell) for name in route) or cls.__call__ is not nn.Module.__call__
+    gates = [f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in cell.GATES]
+    own = own or not all(name in cell._parameters for name in gates) or has_call_hooks(cell)
     return own or special_mode() is not None
 
 
 def has_call_hooks(cell: nn.Module) -> bool:
-    """nn.Module.__call__'s own test of whether a call runs anything but forward."""
+    """nn.Module.__call__'s own test of whether a call runs anything but forward, and parametrizations."""
     hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     globals_ = torch.nn.modules.module
     return parametrize.is_parametrized(cell) or any(
@@ -602,22 +628,23 @@ def has_call_hooks(cell: nn.Module) -> bool:
     )
 
 
-def is_textbook(cell: LSTMCell) -> bool:
-    """Whether `cell` is LSTMCell exactly as this file ships it, so that lstm_bptt's textbook derivatives
-    are its own: its class, its methods' source and identity, and an instance with nothing added (no
-    attribute, buffer, submodule, hook or method of its own). Known without running the cell."""
-    names = {f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in "ifgo"}
-    return (
-        type(cell) is LSTMCell
-        and all(AS_SHIPPED.values())
-        and all(vars(LSTMCell)[name] is method for name, method in SHIPPED_METHODS.items())
-        and LSTMCell.GATES == ("i", "f", "g", "o")
-        and set(vars(cell)) == MODULE_ATTRIBUTES | {"input_size", "hidden_size", "bias", "forget_bias"}
-        and set(cell._parameters) == names
-        and not cell._buffers
-        and not cell._modules
-        and not called_whole(cell)
-    )
+def shipped_path(cell: LSTMCell) -> str | None:
+    """The hand-written backward pass that is `cell`'s own, known without running it: "bptt" (textbook
+    derivatives) for LSTMCell and "bptt, local derivatives by autograd" for a variant of VARIANTS, each
+    exactly as this file ships it (its class, source and methods) with an instance that has nothing added
+    (no attribute, buffer, submodule, hook, method or shared parameter of its own); None for any other.
+    A shipped step is deterministic, works unit by unit and does nothing but compute."""
+    cls = type(cell)
+    if cls not in SHIPPED_CLASSES or not as_shipped(cls) or called_whole(cell):
+        return None
+    gates = {f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in cls.GATES}
+    parameters = list(cell._parameters.values())
+    clean = set(vars(cell)) == MODULE_ATTRIBUTES | {"input_size", "hidden_size", "bias", "forget_bias"}
+    clean = clean and set(cell._parameters) == gates | OWN_PARAMETERS.get(cls, set())
+    clean = clean and len({id(p) for p in parameters}) == len(parameters) and not cell._buffers
+    if not clean or cell._modules:
+        return None
+    return "bptt" if cls is LSTMCell else "bptt, local derivatives by autograd"
 
 
 def special_mode() -> str | None:
@@ -626,6 +653,8 @@ def special_mode() -> str | None:
         return "torch.compile or torch.export"
     if torch.jit.is_tracing():  # a custom autograd Function inside torch.jit.trace crashes the process
         return "torch.jit.trace"
+    if torch._C._len_torch_function_stack() > 0:  # it may change what any torch function computes
+        return "a TorchFunctionMode (torch.overrides), such as a torch.device context"
     if torch._C._are_functorch_transforms_active():
         return "a torch.func transform"
     if any(autocast_enabled(device) for device in ("cpu", "cuda", "mps")):
@@ -702,7 +731,7 @@ def load_torch_weights(cell: LSTMCell, weight_ih: Tensor, weight_hh: Tensor, bia
 
 
 def cell_to_torch(cell: LSTMCell) -> nn.LSTMCell:
-    if not is_textbook(cell):
+    if shipped_path(cell) != "bptt":
         raise ValueError(
             f"to_torch: {type(cell).__name__} is not lstm_cell.LSTMCell as shipped (a variant, a subclass, "
             "an edited or hooked cell), and torch.nn.LSTM cannot express what it computes"

@@ -541,10 +541,10 @@ def readme_text(run: dict) -> str:
         " backward pass. The hand-written BPTT of `lstm_bptt` makes 3 small calls a step, where autograd"
         " runs the backward of every call the step made, so it wins where calls cost more than their"
         " arithmetic: for the textbook cell (whose derivatives are written out) up to a state of batch ×"
-        f" hidden = {BPTT_LARGEST_STATE['bptt']}, for a variant (whose step autograd differentiates again,"
-        " for all steps at once, plus one product that checks it works unit by unit) only up to"
+        f" hidden = {BPTT_LARGEST_STATE['bptt']}, for a shipped variant (whose step autograd differentiates"
+        " again, for all steps at once) only up to"
         f" {BPTT_LARGEST_STATE['bptt, local derivatives by autograd']}, as at batch 1. Beyond,"
-        " `lstm_cell.BPTT_LARGEST_STATE`, `auto` trains by autograd.",
+        " `lstm_cell.BPTT_LARGEST_STATE`, `auto` trains by autograd, as it does every cell of your own.",
         "**Why the small sizes cost more.** `torch.nn.LSTM` runs each step inside C++; ours makes about a"
         " dozen small PyTorch calls a step forward (the cell's step: its matmul and its gates), and at these"
         " sizes each call costs more than its arithmetic. At (64, 100, 32, 256) the arithmetic dominates.",

@@ -504,7 +504,7 @@ def gradients_match_step_by_step(lstm: LSTM, x: torch.Tensor, seed: int | None =
     ("cell_class", "paths"),
     [
         (HalvedOutputCell, ("autograd, step by step", "autograd, step by step")),
-        (LeakyForgetCell, (LOCAL, "autograd")),
+        (LeakyForgetCell, ("autograd", "autograd")),
         (LSTMCell, ("bptt", "autograd")),
     ],
 )
@@ -536,7 +536,7 @@ def test_a_method_replaced_on_one_cell_or_a_hook_is_what_the_layer_computes():
     before = lstm(x)[0]
     cell = lstm.cells[0]
     cell.output_activation = lambda c_next: torch.sigmoid(c_next)
-    assert lstm.training_path() == LOCAL
+    assert lstm.training_path() == "autograd"
     gradients_match_step_by_step(lstm, x)
     assert not torch.allclose(lstm(x)[0], before)
     del cell.output_activation
@@ -567,28 +567,16 @@ class MixingCell(LSTMCell):
         return torch.sigmoid(a["f"] + c.roll(1, dims=1))
 
 
-def count_replays(monkeypatch) -> list:
-    """Every time lstm_bptt differentiates a layer whole again because a check on the real values failed."""
-    replays = []
-    replay = lstm_bptt.replay
-    monkeypatch.setattr(lstm_bptt, "replay", lambda *args: replays.append(1) or replay(*args))
-    return replays
-
-
-def test_a_step_that_mixes_units_is_differentiated_whole(monkeypatch):
-    replays = count_replays(monkeypatch)
+def test_a_step_that_mixes_units_trains_by_autograd():
     torch.manual_seed(0)
-    for size in (1, 4):  # with one unit there is nothing to mix, with four there is
-        lstm = LSTM(3, size, variant=MixingCell, dtype=F64)
-        assert lstm.training_path() == LOCAL  # decided from the class: the check is on the values
-        gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
-    assert len(replays) == 1
+    lstm = LSTM(3, 4, variant=MixingCell, dtype=F64)
+    assert lstm.training_path() == "autograd"
+    gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
 
 
 @pytest.mark.parametrize("variant", ["peephole", "cifg"])
-def test_unit_wise_bptt_over_many_derivative_chunks_equals_autograd(variant, monkeypatch):
+def test_unit_wise_bptt_over_many_derivative_chunks_equals_autograd(variant):
     # More steps than lstm_bptt.DERIVATIVE_STEPS, so the step is differentiated in several chunks.
-    replays = count_replays(monkeypatch)
     torch.manual_seed(0)
     lstm = LSTM(2, 3, variant=variant, dtype=F64)
     x = torch.randn(lstm_bptt.DERIVATIVE_STEPS + 7, 2, 2, dtype=F64, requires_grad=True)
@@ -599,48 +587,45 @@ def test_unit_wise_bptt_over_many_derivative_chunks_equals_autograd(variant, mon
         gradients.append(torch.autograd.grad(weighted_loss(output, h_n, c_n), [x, *lstm.parameters()]))
     for name, actual, expected in zip(["x", *dict(lstm.named_parameters())], *gradients, strict=True):
         assert_close(actual, expected, F64, f"gradient of {name}")
-    assert replays == [], "every variant's step is unit-wise: its own local derivatives serve"
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_the_textbook_derivatives_are_those_of_the_cells_own_step(variant):
+def test_the_textbook_derivatives_are_those_of_the_cells_own_step():
     # lstm_bptt's written-out derivatives against autograd's of LSTMCell.step, on values of every size.
     torch.manual_seed(0)
     cell = LSTMCell(2, 5, dtype=F64)
+
+    def step(a, c):
+        steps = cell.step(dict(zip("ifgo", a.chunk(4, dim=-1), strict=True)), c)
+        return steps["c"], steps["h"]
+
     a, c_previous = 3 * torch.randn(7, 3, 20, dtype=F64), 3 * torch.randn(7, 3, 5, dtype=F64)
-    steps = cell.step(dict(zip("ifgo", a.chunk(4, dim=-1), strict=True)), c_previous)
-    by_dh, by_dc = lstm_bptt.textbook_derivatives(a, c_previous, steps["c"])
-    expected = lstm_bptt.autograd_derivatives(
-        lambda a, c: (lambda s: (s["c"], s["h"]))(
-            cell.step(dict(zip("ifgo", a.chunk(4, dim=-1), strict=True)), c)
-        ),
-        4,
-        a,
-        c_previous,
-        steps["c"],
-        steps["h"],
-        [],
-    )
-    assert_close(by_dh, expected[0], F64, "∂h")
-    assert_close(by_dc, expected[1], F64, "∂c")
+    c, h = step(a, c_previous)
+    by_dh, by_dc = lstm_bptt.textbook_derivatives(a, c_previous, c)
+    expected_dh, expected_dc, _ = lstm_bptt.step_derivatives(step, 4, a, c_previous, c, h)
+    assert_close(by_dh, expected_dh, F64, "∂h")
+    assert_close(by_dc, expected_dc, F64, "∂c")
 
 
-def test_only_the_unmodified_textbook_cell_gets_the_textbook_derivatives():
+def test_only_cells_as_shipped_get_the_hand_written_backward():
     class Empty(LSTMCell):
         pass
 
-    def changed(change):
-        lstm = LSTM(3, 4)
-        assert lstm.training_path() == "bptt"
+    def changed(change, variant="standard"):
+        lstm = LSTM(3, 4, variant=variant)
+        assert lstm.training_path() == ("bptt" if variant == "standard" else LOCAL)
         change(lstm.cells[0])
         return lstm.training_path()
 
-    assert LSTM(3, 4, variant=Empty).training_path() == LOCAL
-    assert changed(lambda cell: setattr(cell, "scale", 2.0)) == LOCAL
-    assert changed(lambda cell: cell.register_buffer("mask", torch.ones(4))) == LOCAL
-    assert changed(lambda cell: cell.add_module("norm", nn.LayerNorm(4))) == LOCAL
-    assert changed(lambda cell: setattr(cell, "candidate", lambda a: a["g"])) == LOCAL
-    assert changed(lambda cell: setattr(cell, "GATES", ("i", "f", "g", "o"))) == LOCAL
+    assert LSTM(3, 4, variant=Empty).training_path() == "autograd"
+    assert all(LSTM(3, 4, variant=variant).training_path() == LOCAL for variant in list(VARIANTS)[1:])
+    assert changed(lambda cell: setattr(cell, "scale", 2.0)) == "autograd"
+    assert changed(lambda cell: setattr(cell, "scale", 2.0), "peephole") == "autograd"
+    assert changed(lambda cell: cell.register_buffer("mask", torch.ones(4))) == "autograd"
+    assert changed(lambda cell: cell.add_module("norm", nn.LayerNorm(4))) == "autograd"
+    assert changed(lambda cell: setattr(cell, "candidate", lambda a: a["g"])) == "autograd"
+    assert changed(lambda cell: setattr(cell, "GATES", ("i", "f", "g", "o"))) == "autograd"
+    assert changed(lambda cell: setattr(cell, "W_hf", cell.W_hi)) == "autograd"  # a shared parameter
+    assert changed(lambda cell: setattr(cell, "p_f", cell.p_i), "peephole") == "autograd"
     assert (
         changed(lambda cell: setattr(cell, "preactivations", cell.preactivations)) == "autograd, step by step"
     )
@@ -649,13 +634,27 @@ def test_only_the_unmodified_textbook_cell_gets_the_textbook_derivatives():
     )
 
 
+def test_a_class_changed_after_import_loses_the_hand_written_backward():
+    lstm = LSTM(3, 4, variant="nig", dtype=F64)
+    cell_class = type(lstm.cells[0])
+    original = cell_class.input_gate
+    cell_class.input_gate = lambda self, a, c: 0.5 * torch.ones_like(c)
+    try:
+        assert lstm.training_path() == "autograd"
+        gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
+    finally:
+        cell_class.input_gate = original
+    assert lstm.training_path() == LOCAL
+
+
 def test_the_shipped_source_is_what_the_digests_describe():
-    for methods, digest in lstm_cell.SHIPPED_SOURCE.items():
-        assert lstm_cell.source_digest(methods) == digest, (
-            f"LSTMCell's {', '.join(methods)} changed: if intended, set SHIPPED_SOURCE[{methods}] in "
-            f"lstm_cell.py to {lstm_cell.source_digest(methods)!r}"
+    for cell_class in VARIANTS.values():
+        digest = lstm_cell.SHIPPED_SOURCE[cell_class.__name__]
+        assert lstm_cell.source_digest(cell_class) == digest, (
+            f"{cell_class.__name__} changed: if intended, set SHIPPED_SOURCE[{cell_class.__name__!r}] in "
+            f"lstm_cell.py to {lstm_cell.source_digest(cell_class)!r}"
         )
-    assert all(lstm_cell.AS_SHIPPED.values())
+    assert lstm_cell.AS_SHIPPED
 
 
 def test_auto_trains_large_states_with_autograd():
@@ -752,7 +751,7 @@ def test_a_clip_written_into_lstmcell_step_in_its_source_is_what_trains(tmp_path
     original = "        c_next = f * c + i * g\n"
     run = edited_copy(tmp_path, "clipped", original, "        c_next = (f * c + i * g).clamp(-30, 30)\n")
     result = json.loads(run(sys.executable, "-c", EDITED).stdout)
-    assert result["path"] == LOCAL  # the equations are no longer the shipped ones: the step's own derivatives
+    assert result["path"] == "autograd, step by step"  # LSTMCell is no longer as shipped: called whole
     assert result["largest c"] == 30, "the clip acts, in training"
     assert result["equal"] and result["gradients equal"]
 
@@ -838,7 +837,7 @@ def first_weight_dtype(cell: LSTMCell) -> torch.dtype:
     return next(cell.parameters()).dtype
 
 
-def test_a_recurrent_dropout_of_any_rate_is_what_trains(monkeypatch):
+def test_a_recurrent_dropout_of_any_rate_is_what_trains():
     class RecurrentDropout(LSTMCell):  # dropout on the candidate (Semeniuta et al. 2016), a submodule
         def __init__(self, *args, **options):
             super().__init__(*args, **options)
@@ -847,15 +846,12 @@ def test_a_recurrent_dropout_of_any_rate_is_what_trains(monkeypatch):
         def candidate(self, a):
             return self.drop(torch.tanh(a["g"]))
 
-    replays = count_replays(monkeypatch)
     torch.manual_seed(0)
     lstm = LSTM(3, 4, variant=RecurrentDropout, dtype=F64)
     x = torch.randn(6, 2, 3, dtype=F64)
     gradients_match_step_by_step(lstm, x, seed=1)
-    assert replays == []  # no dropout: the step's derivatives serve
     lstm.cells[0].drop.p = 0.5
     gradients_match_step_by_step(lstm, x, seed=1)
-    assert replays, "the step run again drew other masks: differentiated whole, from the same random state"
     output = lstm(x)[0]
     assert not torch.allclose(output, lstm(x)[0]), "dropout draws new masks at every call"
 
@@ -952,20 +948,175 @@ def test_a_subclass_s_own_parameters_survive_reset_parameters():
     assert peephole.p_i.abs().max() <= 0.5 and peephole.p_i.abs().max() > 0
 
 
-def test_a_step_that_uses_a_tensor_it_cannot_give_a_gradient_says_so():
+def test_a_step_that_uses_any_tensor_gives_it_its_gradient():
     outside = torch.ones(4, dtype=F64, requires_grad=True)
 
     class Closure(LSTMCell):
         def output_activation(self, c_next):
             return outside * torch.tanh(c_next)
 
+    torch.manual_seed(0)
     lstm = LSTM(3, 4, variant=Closure, dtype=F64)
-    output = lstm(torch.randn(5, 2, 3, dtype=F64))[0]
-    with pytest.raises(RuntimeError, match=r"register it as an nn.Parameter.*backward='autograd'"):
-        output.sum().backward()
-    lstm.backward = "autograd"
-    lstm(torch.randn(5, 2, 3, dtype=F64))[0].sum().backward()
-    assert outside.grad is not None
+    x = torch.randn(5, 2, 3, dtype=F64)
+    gains = [
+        torch.autograd.grad(run(x)[0].square().sum(), outside)[0]
+        for run in (lstm, lambda x: step_by_step_reference(lstm, x))
+    ]
+    assert_close(gains[0], gains[1], F64, "gradient of a tensor from outside the cell")
+
+
+# What stepping a cell by hand does and a re-run of its step would not: each trains exactly so.
+
+
+class ClipGradient(torch.autograd.Function):
+    """The identity forward, its gradient clipped to ±5 (Graves 2013's derivative clipping)."""
+
+    @staticmethod
+    def forward(ctx, tensor):
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, gradient):
+        return gradient.clamp(-5, 5)
+
+
+def test_steps_with_their_own_gradients_state_or_random_numbers_are_what_trains():
+    class GradientClipped(LSTMCell):
+        def step(self, a, c):
+            steps = super().step(a, c)
+            return {**steps, "c": ClipGradient.apply(steps["c"])}
+
+    class GradModeBranch(LSTMCell):
+        def step(self, a, c):
+            steps = super().step(a, c)
+            return {**steps, "h": 0.5 * steps["h"]} if torch.is_grad_enabled() else steps
+
+    class OwnGenerator(LSTMCell):
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.generator = torch.Generator().manual_seed(7)
+
+        def step(self, a, c):
+            steps = super().step(a, c)
+            noise = torch.randn(c.shape, generator=self.generator, dtype=c.dtype)
+            c_next = steps["c"] + 0.1 * noise
+            return {**steps, "c": c_next, "h": steps["o"] * torch.tanh(c_next)}
+
+    class RecurrentBatchNorm(LSTMCell):  # Cooijmans et al. 2017: running statistics, updated per step
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.norm = nn.BatchNorm1d(self.hidden_size, dtype=first_weight_dtype(self))
+
+        def step(self, a, c):
+            steps = super().step(a, c)
+            return {**steps, "h": steps["o"] * torch.tanh(self.norm(steps["c"]))}
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 3, 3, dtype=F64)
+    for cell_class in (GradientClipped, GradModeBranch, RecurrentBatchNorm):
+        lstm = LSTM(3, 4, variant=cell_class, dtype=F64)
+        with torch.no_grad():
+            lstm.cells[0].b_g.fill_(3.0)  # large gradients, for the clip to act on
+        assert lstm.training_path(3) == "autograd"
+        if cell_class is GradModeBranch:
+            x_ = x.clone().requires_grad_()
+            assert_close(lstm(x_)[0], step_by_step_reference(lstm, x_)[0], F64, "a branch on grad mode")
+            continue
+        (lstm(x)[0] * 100).sum().backward()
+        layer = [parameter.grad.clone() for parameter in lstm.parameters()]
+        lstm.zero_grad()
+        (step_by_step_reference(lstm, x)[0] * 100).sum().backward()
+        for ours, wanted in zip(layer, [p.grad for p in lstm.parameters()], strict=True):
+            assert_close(ours, wanted, F64, cell_class.__name__)
+    norm = lstm.cells[0].norm
+    assert norm.num_batches_tracked == 2 * len(x), "the statistics were updated once a step, in each run"
+    lstm = LSTM(3, 4, variant=OwnGenerator, dtype=F64)
+    lstm.cells[0].generator.manual_seed(7)
+    first = torch.autograd.grad(lstm(x)[0].sum(), lstm.cells[0].W_hf)[0]
+    lstm.cells[0].generator.manual_seed(7)
+    second = torch.autograd.grad(step_by_step_reference(lstm, x)[0].sum(), lstm.cells[0].W_hf)[0]
+    assert_close(first, second, F64, "noise from the cell's own generator")
+
+
+def test_tensors_a_step_keeps_carry_their_gradient():
+    class Kept(LSTMCell):
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.forget = []
+
+        def step(self, a, c):
+            steps = super().step(a, c)
+            self.forget.append(steps["f"])  # for an auxiliary loss on the forget gate
+            return steps
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=Kept, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    gradients = []
+    for run in (lstm, lambda x: step_by_step_reference(lstm, x)):
+        lstm.cells[0].forget = []
+        loss = run(x)[0].sum() + torch.stack(lstm.cells[0].forget).sum()
+        assert len(lstm.cells[0].forget) == len(x)
+        gradients.append(torch.autograd.grad(loss, lstm.cells[0].b_f)[0])
+    assert_close(gradients[0], gradients[1], F64, "an auxiliary loss on kept gates")
+
+
+def test_shared_parameters_and_gate_matrices_computed_on_access_are_what_trains():
+    class DropConnect(LSTMCell):  # Merity et al. 2018: W_hf dropped anew at each access
+        def __init__(self, *args, **options):
+            super().__init__(*args, **options)
+            self.W_hf_raw = self._parameters.pop("W_hf")
+
+        @property
+        def W_hf(self):
+            return nn.functional.dropout(self.W_hf_raw, 0.5, self.training)
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant=DropConnect, dtype=F64)
+    assert lstm.training_path() == "autograd, step by step"
+    gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64), seed=3)
+    for variant, tie in (("standard", ("W_hf", "W_hi")), ("peephole", ("p_f", "p_i"))):
+        lstm = LSTM(3, 4, variant=variant, dtype=F64)
+        setattr(lstm.cells[0], tie[0], getattr(lstm.cells[0], tie[1]))
+        gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
+
+
+def test_a_torch_function_mode_is_followed_by_the_gradients_too():
+    from torch.overrides import TorchFunctionMode
+
+    class SlowerTanh(TorchFunctionMode):
+        def __torch_function__(self, function, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if function in (torch.tanh, torch.Tensor.tanh):
+                return function(*args, **kwargs) * 0.9
+            return function(*args, **kwargs)
+
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, dtype=F64)
+    with SlowerTanh():
+        assert lstm.training_path() == "autograd, step by step"
+        gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
+
+
+def test_a_step_that_changes_a_gate_matrix_in_place_raises():
+    class Decaying(LSTMCell):
+        def step(self, a, c):
+            with torch.no_grad():
+                self.W_hf.mul_(0.8)
+            return super().step(a, c)
+
+    lstm = LSTM(3, 4, variant=Decaying)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="changed a gate matrix in place"):
+        lstm(torch.randn(5, 2, 3))
+
+
+def test_a_shipped_variant_under_a_non_reentrant_checkpoint_trains_its_peepholes():
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant="peephole", dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    wanted = torch.autograd.grad(lstm(x)[0].sum(), lstm.cells[0].p_i)[0]
+    output = torch.utils.checkpoint.checkpoint(lambda x: lstm(x)[0], x, use_reentrant=False)
+    assert_close(torch.autograd.grad(output.sum(), lstm.cells[0].p_i)[0], wanted, F64, "p_i")
 
 
 # ---------------------------------------------------------------------------------------------------
