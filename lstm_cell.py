@@ -490,11 +490,17 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable 
     whole = called_whole(cell)
     step = step_function(cell, x, whole)
     versions = [] if whole else [parameter._version for parameter in gate_parameters(cell)]
-    hs = []
+    # Without a graph to keep, every h goes straight into the output: a long sequence never holds its
+    # outputs twice (every step's, and stacked). Inference mode is lstm_bptt's forward, which keeps them.
+    plain = not (torch.is_grad_enabled() or torch.is_inference_mode_enabled() or torch.jit.is_tracing())
+    hs = x.new_empty(len(x), *h.shape) if plain else []
     for t in range(len(x)):
         steps = step(t, h, c)
         h, c = steps["h"], steps["c"]
-        hs.append(h)
+        if plain:
+            hs[t] = h
+        else:
+            hs.append(h)
         if record is not None:
             record(steps)
     if not whole and versions != [parameter._version for parameter in gate_parameters(cell)]:
@@ -502,7 +508,7 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable 
             f"{type(cell).__name__} changed a gate matrix in place during the sequence, which the layer had "
             "stacked at its start; change the parameters between calls, or override forward to step it whole"
         )
-    return torch.stack(hs), (h, c)
+    return hs if plain else torch.stack(hs), (h, c)
 
 
 def step_function(cell: LSTMCell, x: Tensor, whole: bool) -> Callable[[int, Tensor, Tensor], Steps]:
