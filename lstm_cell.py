@@ -604,12 +604,21 @@ def source_digest(cls: type) -> str | None:
 AS_SHIPPED = all(source_digest(cls) == SHIPPED_SOURCE[cls.__name__] for cls in VARIANTS.values())
 SHIPPED_CLASSES = {cls: dict(vars(cls)) for cls in VARIANTS.values()}  # their contents at import
 MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))  # what nn.Module itself keeps on an instance
+# What the shipped steps, the layer and lstm_bptt's derivatives call, as PyTorch had them at import: a
+# function patched since (torch.sigmoid replaced, say) is code the hand-written derivatives do not know.
+TORCH_NAMES = [(torch, name) for name in ("sigmoid", "tanh", "ones_like", "addmm", "stack", "cat")]
+TORCH_NAMES += [(Tensor, name) for name in ("sigmoid", "tanh", "chunk", "__mul__", "__rmul__", "__add__")]
+TORCH_NAMES += [(Tensor, name) for name in ("__radd__", "__sub__", "__rsub__")]
+TORCH_NAMES += [(nn.Module, "__call__"), (nn.Module, "_call_impl")]
+TORCH_FUNCTIONS = [getattr(owner, name) for owner, name in TORCH_NAMES]
 
 
 def as_shipped(cls: type) -> bool:
     """Whether `cls` and the classes it inherits from in this file hold what they held at import."""
     shipped = [klass for klass in cls.__mro__ if klass in SHIPPED_CLASSES]
-    return AS_SHIPPED and all(dict(vars(klass)) == SHIPPED_CLASSES[klass] for klass in shipped)
+    now = [getattr(owner, name) for owner, name in TORCH_NAMES]
+    unpatched = all(function is then for function, then in zip(now, TORCH_FUNCTIONS, strict=True))
+    return AS_SHIPPED and unpatched and all(dict(vars(klass)) == SHIPPED_CLASSES[klass] for klass in shipped)
 
 
 def called_whole(cell: LSTMCell) -> bool:
@@ -617,12 +626,13 @@ def called_whole(cell: LSTMCell) -> bool:
     own (forward, preactivations or affine not LSTMCell's as shipped, or set on the instance; a gate
     matrix that is not a registered parameter, or a parametrization), where calling it runs more than
     forward (a hook of the cell, a global module hook), and in the modes of `special_mode`."""
+    if special_mode() is not None:
+        return True
     cls, route = type(cell), ("forward", "preactivations", "affine")
     own = not as_shipped(LSTMCell) or any(getattr(cls, name) is not vars(LSTMCell)[name] for name in route)
     own = own or any(name in vars(cell) for name in route) or cls.__call__ is not nn.Module.__call__
     gates = [f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in cell.GATES]
-    own = own or not all(name in cell._parameters for name in gates) or has_call_hooks(cell)
-    return own or special_mode() is not None
+    return own or not all(name in cell._parameters for name in gates) or has_call_hooks(cell)
 
 
 def has_call_hooks(cell: nn.Module) -> bool:

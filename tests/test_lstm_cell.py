@@ -1098,6 +1098,21 @@ def test_a_torch_function_mode_is_followed_by_the_gradients_too():
         gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
 
 
+def test_a_torch_function_patched_since_import_is_what_trains(monkeypatch):
+    sigmoid, call = torch.sigmoid, nn.Module._call_impl
+    torch.manual_seed(0)
+    for variant in ("standard", "peephole"):
+        lstm = LSTM(3, 4, num_layers=2, variant=variant, dtype=F64)
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "sigmoid", lambda a: sigmoid(2 * a + 0.3 * a.mean(-1, keepdim=True)))
+            assert lstm.training_path() == "autograd, step by step"  # the layer no longer knows a_t's code
+            gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
+        with monkeypatch.context() as patch:
+            patch.setattr(nn.Module, "_call_impl", lambda self, *args, **kwargs: call(self, *args, **kwargs))
+            assert lstm.training_path() == "autograd, step by step"
+        assert lstm.training_path() == ("bptt" if variant == "standard" else LOCAL)
+
+
 def test_a_step_that_changes_a_gate_matrix_in_place_raises():
     class Decaying(LSTMCell):
         def step(self, a, c):
