@@ -337,7 +337,7 @@ class LSTM(nn.Module):
         check_unsupported(bidirectional, proj_size)
         self.cell_class = cell_class_of(variant)
         self.variant = next((name for name, cls in VARIANTS.items() if cls is self.cell_class), None)
-        self.backward = check_choice("backward", backward, self.BACKWARDS)
+        self.backward = backward  # checked by __setattr__, as when it is set later
         options = {"forget_bias": forget_bias, "device": device, "dtype": dtype}
         self.cells = nn.ModuleList(
             self.cell_class(input_size if layer == 0 else hidden_size, hidden_size, bias, **options)
@@ -405,7 +405,7 @@ class LSTM(nn.Module):
         elif not needs_grad or self.backward == "autograd":
             path = "autograd"
         else:
-            path = shipped_path(cell) or "autograd"
+            path = clean_shipped_path(cell) or "autograd"
         if needs_grad and self.backward == "bptt" and path != "bptt":
             if special:
                 raise RuntimeError(
@@ -479,15 +479,18 @@ PROJECTION_STEPS = 256  # input projections computed this many steps at a time, 
 BPTT_LARGEST_STATE = {"bptt": 2048, "bptt, local derivatives by autograd": 256}
 
 
-def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable | None = None):
+def run_layer(
+    cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable | None = None, whole: bool | None = None
+):
     """One layer over x (seq_len, batch, input_size) from h, c (batch, hidden): (every step's h, (h, c)).
 
     The loop over time. Each step runs the cell's own code: `cell.step` on every gate's pre-activation
     a_t = (W_x x_t + b) + W_h h_{t-1} (the input's share needs no recurrence, so one matmul computes it
     for PROJECTION_STEPS steps), or, for a cell called whole (`called_whole`), `cell(x_t, (h, c))`.
-    `record` is called with every step's dict: step's, with "a", the stacked a_t.
+    `record` is called with every step's dict: step's, with "a", the stacked a_t. `whole`: whether the
+    cell is called whole, where the caller knows it already.
     """
-    whole = called_whole(cell)
+    whole = called_whole(cell) if whole is None else whole
     step = step_function(cell, x, whole)
     versions = [] if whole else [parameter._version for parameter in gate_parameters(cell)]
     # Without a graph to keep, every h goes straight into the output: a long sequence never holds its
@@ -515,14 +518,13 @@ def step_function(cell: LSTMCell, x: Tensor, whole: bool) -> Callable[[int, Tens
     if whole:
         return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
     W_x, W_h, b = StackParameters.apply(len(cell.GATES), *gate_parameters(cell))
-    W_h_T, gates, chunk = W_h.T, len(cell.GATES), {}
+    W_h_T, chunk = W_h.T, {}
 
     def step(t: int, h: Tensor, c: Tensor) -> Steps:
         if t % PROJECTION_STEPS == 0:
             chunk["x_proj"] = lstm_bptt.input_projections(x[t : t + PROJECTION_STEPS], W_x, b).unbind(0)
         a = torch.addmm(chunk["x_proj"][t % PROJECTION_STEPS], h, W_h_T)
-        steps = cell.step(dict(zip(cell.GATES, a.chunk(gates, dim=1), strict=True)), c)
-        return {**steps, "a": a}
+        return {**cell.step(gate_inputs(cell, a), c), "a": a}
 
     return step
 
@@ -531,20 +533,24 @@ def run_layer_by(path: str, cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> 
     """`run_layer`, differentiated by autograd or by lstm_bptt (with the textbook derivatives for "bptt",
     the cell's own step otherwise)."""
     if not path.startswith("bptt"):
-        return run_layer(cell, x, h, c)
+        return run_layer(cell, x, h, c, whole=path == "autograd, step by step")
     parameters = gate_parameters(cell)
-    others = [p for p in cell.parameters() if not any(p is q for q in parameters)]
-    others += [t for t in vars(cell).values() if isinstance(t, Tensor) and t.requires_grad]
+    others = [p for p in cell.parameters() if not any(p is q for q in parameters)]  # a peephole's p_i
 
     def step(a: Tensor, c: Tensor) -> State:
-        steps = cell.step(dict(zip(cell.GATES, a.chunk(len(cell.GATES), dim=1), strict=True)), c)
+        steps = cell.step(gate_inputs(cell, a), c)
         return steps["c"], steps["h"]
 
     def run(x: Tensor, h: Tensor, c: Tensor, record: Callable | None) -> tuple[Tensor, State]:
-        return run_layer(cell, x, h, c, record)
+        return run_layer(cell, x, h, c, record, whole=False)
 
     local = None if path == "bptt" else step
     return lstm_bptt.run_layer(run, local, len(cell.GATES), x, h, c, parameters, others)
+
+
+def gate_inputs(cell: LSTMCell, a: Tensor) -> dict[str, Tensor]:
+    """The stacked pre-activations a (rows, gates·hidden) as the dict `step` takes, one entry per gate."""
+    return dict(zip(cell.GATES, a.chunk(len(cell.GATES), dim=1), strict=True))
 
 
 def gate_parameters(cell: LSTMCell) -> list[Tensor]:
@@ -650,8 +656,13 @@ def shipped_path(cell: LSTMCell) -> str | None:
     exactly as this file ships it (its class, source and methods) with an instance that has nothing added
     (no attribute, buffer, submodule, hook, method or shared parameter of its own); None for any other.
     A shipped step is deterministic, works unit by unit and does nothing but compute."""
+    return None if called_whole(cell) else clean_shipped_path(cell)
+
+
+def clean_shipped_path(cell: LSTMCell) -> str | None:
+    """`shipped_path` of a cell already known not to be called whole."""
     cls = type(cell)
-    if cls not in SHIPPED_CLASSES or not as_shipped(cls) or called_whole(cell):
+    if cls not in SHIPPED_CLASSES or not as_shipped(cls):
         return None
     gates = {f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in cls.GATES}
     parameters = list(cell._parameters.values())
