@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from experiment_utils import (
+    READOUTS,
     ResumeKeys,
     add_common_arguments,
     build_model,
@@ -49,10 +50,12 @@ from experiment_utils import (
     lstm_path,
     make_checkpoint,
     markdown_table,
+    non_negative_float,
     positive_float,
     positive_int,
     progress,
     random_state,
+    recurrent_weights,
     run_until_interrupted,
     save_figure,
     save_json,
@@ -134,6 +137,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f" {SCAN_SAMPLES} fresh sequences each (e.g. 10× the longest training length;"
         " default: not measured)",
     )
+    parser.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default="h",
+        help="what the linear head reads, at the last step (--target final) or every step (every-step):"
+        " h, the last layer's hidden state, as published; or c, its cell state, which is not bounded"
+        " by 1 as h = o ⊙ tanh(c) is (needs --cell custom; default: h)",
+    )
+    parser.add_argument(
+        "--recurrent-l1",
+        type=non_negative_float,
+        default=0.0,
+        metavar="λ",
+        help="add λ · Σ|W_h*|, an L1 penalty on the recurrent weights (every gate's W_h), to the training"
+        " loss; the MSE and the penalty are reported apart (default: 0, none)",
+    )
     add_common_arguments(parser, default_out_dir=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
     args.lengths = sorted(set(args.lengths))
@@ -148,6 +167,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--compile compiles the model's read-out after the last step only; leave it out with"
             " --train-lengths or --target every-step"
+        )
+    if args.readout == "c" and (args.cell == "torch" or args.compile):
+        what = "--cell torch: torch.nn.LSTM returns" if args.cell == "torch" else "--compile: it records"
+        parser.error(
+            f"--readout c reads the cell state after every step, and with {what} no cell state but"
+            " the last; use --cell custom without --compile"
         )
     return finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
 
@@ -219,20 +244,20 @@ def make_datasets(
 
 def final_predictions(model: nn.Module, x: Tensor, lengths: Tensor | None = None) -> Tensor:
     """(batch,) the predicted count after each sequence's last bit: `model(x)`, or with `lengths`
-    (batch,) the model's head on h at step length − 1 of each padded sequence x (batch, seq_len, 1)."""
+    (batch,) the model's head on its readout (h or c) at step length − 1 of each padded sequence x
+    (batch, seq_len, 1)."""
     if lengths is None:
         return model(x)
-    output, _ = model.lstm(x)
-    last = output[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
+    states = model.states(x)
+    last = states[torch.arange(len(x), device=x.device), lengths.to(x.device) - 1]
     return model.head(last).squeeze(-1)
 
 
 def running_predictions(model: nn.Module, x: Tensor) -> Tensor:
-    """(batch, seq_len): the model's head on h after every bit of x (batch, seq_len, 1), its prediction
-    of the running count. Column n − 1 is what the model predicts for the first n bits alone: an LSTM
-    runs forward in time, so the later bits cannot change it."""
-    output, _ = model.lstm(x)
-    return model.head(output).squeeze(-1)
+    """(batch, seq_len): the model's head on its readout (h or c) after every bit of x (batch, seq_len,
+    1), its prediction of the running count. Column n − 1 is what the model predicts for the first n
+    bits alone: an LSTM runs forward in time, so the later bits cannot change it."""
+    return model.head(model.states(x)).squeeze(-1)
 
 
 def batch_loss(
@@ -350,12 +375,12 @@ def counting_accuracy_by_length(
     num_samples: int = SCAN_SAMPLES,
     batch_size: int = EVALUATION_BATCH_SIZE,
 ) -> Tensor:
-    """(max_length,): entry n − 1 is the share of `num_samples` fresh random sequences of n bits whose
+    """(max_length,) float64: entry n − 1 is the share of `num_samples` fresh random sequences of n bits whose
     rounded predicted count is the true count, for n = 1 … max_length.
 
     One forward pass does the whole scan: the sequences of length n are the n-bit prefixes of
     `num_samples` random sequences of max_length bits, each uniformly random on {0, 1}^n, and the
-    model's prediction for a prefix is its head on h at step n − 1 (`running_predictions`; the LSTM
+    model's prediction for a prefix is its head at step n − 1 (`running_predictions`; the LSTM
     runs forward in time, so the bits after step n cannot change it). The lengths share their
     sequences, which correlates neighbouring accuracies but biases none. The cost is one forward
     pass over (num_samples, max_length) bits without gradients: well under a second on a CPU for
@@ -366,7 +391,7 @@ def counting_accuracy_by_length(
     device = next(model.parameters()).device
     model.eval()
     bits = torch.randint(0, 2, (num_samples, max_length, 1), generator=generator).float()
-    correct = torch.zeros(max_length)
+    correct = torch.zeros(max_length, dtype=torch.float64)  # k / num_samples exactly, as the JSON shows it
     for batch in bits.split(batch_size):
         predictions = running_predictions(model, batch.to(device)).cpu()
         correct += (predictions.round() == batch.squeeze(-1).cumsum(dim=1)).sum(dim=0)
@@ -426,7 +451,12 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
 
     model = build_model(
-        args.cell, args.hidden_size, device, variant=args.variant, forget_bias=args.forget_bias
+        args.cell,
+        args.hidden_size,
+        device,
+        variant=args.variant,
+        forget_bias=args.forget_bias,
+        readout=args.readout,
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     predictions_before = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
@@ -448,17 +478,19 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     for epoch in range(len(history) if args.resume else 0, args.epochs):
         start = time.perf_counter()
         model.train()
-        batch_losses, batch_accuracies = [], []
+        batch_losses, batch_accuracies, batch_penalties = [], [], []
         for x, y, *lengths in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
             step_start = time.perf_counter()
             x, y = x.to(device), y.to(device)
             lengths = lengths[0].to(device) if lengths else None
             loss, accuracy = batch_loss(train_model, x, y, lengths, args.target)
+            penalty = recurrent_penalty(model, args.recurrent_l1)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + penalty).backward()
             optimizer.step()
             batch_losses.append(loss.detach())
             batch_accuracies.append(accuracy)
+            batch_penalties.append(penalty.detach())
             if args.compile and result.compile_seconds is None:
                 loss.item()  # waits for the device, so the time includes the whole first step
                 result.compile_seconds = time.perf_counter() - step_start
@@ -472,17 +504,18 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
             valid_loss, valid_accuracy = evaluate_target(model, valid_dataset, args.target)
         # A stop signal waits until the epoch is in the history and in every file, so a stopped run
         # never leaves files of different epochs side by side.
+        epoch_results = {
+            "epoch": epoch,
+            "train_loss": train_loss,  # the MSE alone, as published, also with --recurrent-l1
+            "train_accuracy": train_accuracy,
+            "valid_loss": valid_loss,
+            "valid_accuracy": valid_accuracy,
+            "seconds": time.perf_counter() - start,
+        }
+        if args.recurrent_l1 > 0:  # the mean over the epoch's steps of λ · Σ|W_h*|, which the MSE leaves out
+            epoch_results["train_penalty"] = torch.stack(batch_penalties).mean().item()
         with interrupts_held():
-            history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "train_accuracy": train_accuracy,
-                    "valid_loss": valid_loss,
-                    "valid_accuracy": valid_accuracy,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
+            history.append(epoch_results)
             generator_states = random_state(device, generators)
             checkpoint = make_checkpoint(
                 args, history, model, optimizer, generator_states, compile_seconds=result.compile_seconds
@@ -507,6 +540,14 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
 # Report: the printed lines and tables, the JSON and the figure
 
 
+def recurrent_penalty(model: nn.Module, weight: float) -> Tensor:
+    """weight · Σ|W_h*| over the model's recurrent weights (`recurrent_weights`), differentiable; a zero
+    tensor that adds nothing to the loss or its gradients when weight is 0."""
+    if weight == 0:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return weight * sum(matrix.abs().sum() for matrix in recurrent_weights(model.lstm))
+
+
 def format_loss(loss: float) -> str:
     """Two decimals from 1 up (23.02), two significant digits below (0.031, 0.0062)."""
     return f"{loss:.2f}" if loss >= 1 else f"{loss:.2g}"
@@ -520,6 +561,8 @@ def epoch_line(epoch: dict, epochs: int) -> str:
     train = (
         f"Train Loss {format_loss(epoch['train_loss'])} Accuracy {format_accuracy(epoch['train_accuracy'])}"
     )
+    if "train_penalty" in epoch:
+        train += f" L1 Penalty {format_loss(epoch['train_penalty'])}"
     valid = (
         f"Valid Loss {format_loss(epoch['valid_loss'])} Accuracy {format_accuracy(epoch['valid_accuracy'])}"
     )
@@ -556,7 +599,7 @@ def uses_published_settings(args: argparse.Namespace) -> bool:
     """Whether the run's experiment settings are the published ones (seed, device and cell aside)."""
     published = parse_args([])
     settings = ("seq_len", "train_samples", "valid_samples", "hidden_size", "epochs", "batch_size", "lr")
-    settings += ("train_lengths", "target")
+    settings += ("train_lengths", "target", "readout", "recurrent_l1")
     return all(getattr(args, name) == getattr(published, name) for name in settings)
 
 

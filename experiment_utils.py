@@ -87,6 +87,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number ≥ 0, got {text!r}")
+    return value
+
+
 def seed_value(text: str) -> int:
     """A --seed: a whole number that every generator of a run accepts (numpy's is the narrowest)."""
     return whole_number_in_range(0, MAX_SEED, text)
@@ -577,20 +584,42 @@ def describe_machine() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The model both experiments train: an LSTM and a linear head on its last hidden state.
+# The model both experiments train: an LSTM and a linear head on its last hidden state (or cell state).
+
+READOUTS = ("h", "c")  # what the head reads: the last layer's hidden state h, or its cell state c
 
 
 class LastStepRegressor(nn.Module):
-    """Reads a sequence (batch, seq_len, input_size) and predicts one number per sequence."""
+    """Reads a sequence (batch, seq_len, input_size) and predicts one number per sequence, the head on
+    the last step of `states(x)`.
 
-    def __init__(self, lstm: nn.Module) -> None:
+    `readout` "h" (the published model) reads the last layer's hidden state h = o ⊙ tanh(c), bounded
+    by 1 in every unit; "c" reads its cell state c, which a counter can keep unbounded. c comes from
+    `lstm.trace`, the layer's own loop recorded, so it needs the hand-written `LSTM`.
+    """
+
+    def __init__(self, lstm: nn.Module, readout: str = "h") -> None:
         super().__init__()
         self.lstm = lstm
+        self.readout = readout
         self.head = nn.Linear(lstm.hidden_size, 1)
 
+    def states(self, x: Tensor) -> Tensor:
+        """(batch, seq_len, hidden_size): what the head reads after every step, h or c."""
+        if self.readout == "c":
+            return self.lstm.trace(x)[-1]["c"]
+        return self.lstm(x)[0]
+
     def forward(self, x: Tensor) -> Tensor:
-        output, _ = self.lstm(x)
-        return self.head(output[:, -1]).squeeze(-1)
+        return self.head(self.states(x)[:, -1]).squeeze(-1)
+
+
+def recurrent_weights(lstm: nn.Module) -> list[Tensor]:
+    """The matrices W_h* that feed h_{t-1} back into the gates: every cell's W_h<gate> of the
+    hand-written LSTM, or torch.nn.LSTM's weight_hh_l<layer> (the same matrices, stacked)."""
+    if isinstance(lstm, nn.LSTM):
+        return [getattr(lstm, f"weight_hh_l{layer}") for layer in range(lstm.num_layers)]
+    return [getattr(cell, f"W_h{gate}") for cell in lstm.cells for gate in cell.GATES]
 
 
 def build_model(
@@ -601,6 +630,7 @@ def build_model(
     input_size: int = 1,
     variant: str = "standard",
     forget_bias: float | None = None,
+    readout: str = "h",
 ) -> LastStepRegressor:
     """The model with the hand-written LSTM, or with torch.nn.LSTM holding the very same initial weights.
 
@@ -609,13 +639,21 @@ def build_model(
     `--cell custom` and `--cell torch` with one seed start from one point and any difference between
     their runs comes from the LSTMs themselves. torch.nn.LSTM adds two biases per gate where ours has
     one; its second bias (zero after `to_torch`) is frozen, or the optimizer would move the gate's
-    total bias twice as fast. Raises ValueError for an unknown cell or variant, and for `cell="torch"`
-    with a variant nn.LSTM cannot express.
+    total bias twice as fast. `readout` is what the head reads (`LastStepRegressor`). Raises
+    ValueError for an unknown cell, variant or readout, and for `cell="torch"` with a variant or a
+    readout nn.LSTM cannot express (it returns no cell state but the last).
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if cell == "torch" and readout == "c":
+        raise ValueError(
+            "readout='c' reads the cell state after every step, which torch.nn.LSTM does not return;"
+            " use cell='custom'"
+        )
     lstm = LSTM(input_size, hidden_size, batch_first=True, variant=variant, forget_bias=forget_bias)
-    model = LastStepRegressor(lstm)
+    model = LastStepRegressor(lstm, readout)
     if cell == "torch":
         model.lstm = model.lstm.to_torch()
         for layer in range(model.lstm.num_layers):
@@ -626,9 +664,12 @@ def build_model(
 def lstm_path(model: LastStepRegressor, batch_size: int, compiled: bool = False) -> str:
     """How the model's LSTM runs a training step of `batch_size` sequences: "torch.nn.LSTM" for --cell
     torch, else the hand-written layer's `training_path(batch_size)` (a value of `lstm_cell.PATHS`);
-    under --compile the layer calls the cell itself and autograd differentiates the compiled graph."""
+    under --compile the layer calls the cell itself and autograd differentiates the compiled graph, and
+    with readout "c" autograd differentiates `trace`, the layer's loop that records c."""
     if isinstance(model.lstm, nn.LSTM):
         return "torch.nn.LSTM"
+    if model.readout == "c":  # trace: the layer's plain loop, differentiated by autograd
+        return "autograd"
     return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path(batch_size)
 
 

@@ -29,7 +29,7 @@ from binary_counting import (
     parse_args,
     train,
 )
-from experiment_utils import build_model, config_of
+from experiment_utils import build_model, config_of, load_model
 from lstm_cell import VARIANTS
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -338,6 +338,12 @@ BAD_ARGUMENTS = [
     ["--target", "middle"],
     ["--max-test-length", "0"],
     ["--compile", "--target", "every-step"],
+    ["--readout", "n"],
+    ["--readout", "c", "--cell", "torch"],
+    ["--readout", "c", "--compile"],
+    ["--recurrent-l1", "-0.1"],
+    ["--recurrent-l1", "nan"],
+    ["--recurrent-l1", "inf"],
 ]
 
 
@@ -473,6 +479,9 @@ class GivenPredictions(nn.Module):
             self.head.weight.fill_(1.0)
             self.head.bias.zero_()
 
+    def states(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]
+
 
 def test_mixed_dataset_pads_each_sequence_behind_its_length() -> None:
     x, y, lengths = binary_counting.make_mixed_dataset(300, 3, 9, torch.Generator().manual_seed(0)).tensors
@@ -595,3 +604,117 @@ def test_new_options_are_not_the_published_settings() -> None:
     assert not binary_counting.uses_published_settings(parse_args(["--target", "every-step"]))
     assert not binary_counting.uses_published_settings(parse_args(["--train-lengths", "1", "20"]))
     assert binary_counting.uses_published_settings(parse_args(["--max-test-length", "200"]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# --readout c and --recurrent-l1
+
+
+def cell_states_by_stepping(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(batch, seq_len, hidden): c after every step, from calling the model's (one-layer) cell by hand."""
+    cell = model.lstm.cells[0]
+    h = c = torch.zeros(len(x), cell.hidden_size)
+    states = []
+    for t in range(x.shape[1]):
+        h, c = cell(x[:, t], (h, c))
+        states.append(c)
+    return torch.stack(states, dim=1)
+
+
+@pytest.mark.parametrize("variant", ["standard", "nfg"])
+def test_readout_c_heads_read_the_cell_state_at_every_step(variant: str) -> None:
+    torch.manual_seed(0)
+    model = build_model("custom", 3, torch.device("cpu"), variant=variant, readout="c")
+    x = make_dataset(4, 9, torch.Generator().manual_seed(3)).tensors[0]
+    with torch.no_grad():
+        by_hand = model.head(cell_states_by_stepping(model, x)).squeeze(-1)
+        torch.testing.assert_close(binary_counting.running_predictions(model, x), by_hand)
+        torch.testing.assert_close(model(x), by_hand[:, -1])
+        # The same weights read through h predict something else: the readout is really c.
+        model.readout = "h"
+        assert not torch.allclose(binary_counting.running_predictions(model, x), by_hand)
+    x, _, lengths = binary_counting.make_mixed_dataset(6, 1, 8, torch.Generator().manual_seed(1)).tensors
+    model.readout = "c"
+    with torch.no_grad():
+        padded = binary_counting.final_predictions(model, x, lengths)
+        alone = torch.stack([model(bits[None, :length])[0] for bits, length in zip(x, lengths, strict=True)])
+    torch.testing.assert_close(padded, alone)
+
+
+def test_readout_c_trains_through_c_and_is_recorded_and_rebuilt(tmp_path: Path) -> None:
+    options = ("--readout", "c", "--variant", "nfg", "--hidden-size", "1", "--target", "every-step")
+    result = train(parse_args(small_args(tmp_path, *options, "--lr", "1e-2")))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    assert results["config"]["readout"] == "c" and results["lstm_path"] == "autograd"
+    rebuilt = load_model(tmp_path / binary_counting.WEIGHTS_NAME)
+    assert rebuilt.readout == "c"
+    predictions = binary_counting.predict(rebuilt, result.valid_dataset, 50)
+    assert torch.equal(predictions, result.predictions_after)
+
+
+@pytest.mark.parametrize("cell", ["custom", "torch"])
+def test_recurrent_penalty_is_lambda_times_the_recurrent_weights(cell: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(cell, 4, torch.device("cpu"))
+    names = ("weight_hh_l0",) if cell == "torch" else ("W_hi", "W_hf", "W_hg", "W_ho")
+    recurrent = [parameter for name, parameter in model.lstm.named_parameters() if name.endswith(names)]
+    assert len(recurrent) == len(names)
+    expected = 0.3 * sum(parameter.abs().sum() for parameter in recurrent)
+    torch.testing.assert_close(binary_counting.recurrent_penalty(model, 0.3), expected)
+    assert binary_counting.recurrent_penalty(model, 0.0).item() == 0.0
+    # Its gradient is λ · sign(W_h*) on the recurrent weights and nothing on every other parameter.
+    x, counts = make_dataset(8, 6, torch.Generator().manual_seed(0)).tensors
+    gradients = {}
+    for weight in (0.0, 0.3):
+        model.zero_grad()
+        loss, _ = binary_counting.batch_loss(model, x, counts, None, "final")
+        (loss + binary_counting.recurrent_penalty(model, weight)).backward()
+        gradients[weight] = {
+            name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None
+        }
+    for name, parameter in model.named_parameters():
+        if parameter.grad is None:
+            continue
+        extra = (
+            0.3 * parameter.sign() if any(parameter is p for p in recurrent) else torch.zeros_like(parameter)
+        )
+        torch.testing.assert_close(gradients[0.3][name] - gradients[0.0][name], extra.detach())
+
+
+def test_recurrent_l1_changes_the_training_and_is_reported_apart(tmp_path: Path) -> None:
+    plain = train(parse_args(small_args(tmp_path / "plain", "--epochs", "1")))
+    penalized = train(parse_args(small_args(tmp_path / "l1", "--epochs", "1", "--recurrent-l1", "0.05")))
+    assert "train_penalty" not in plain.history[0]
+    epoch = penalized.history[0]
+    assert epoch["train_penalty"] > 0 and epoch["train_loss"] != plain.history[0]["train_loss"]
+    # The penalty is reported beside the MSE, not in it: after the epoch, the weights' penalty is
+    # within the range of the epoch's mean penalty.
+    final = binary_counting.recurrent_penalty(penalized.model, 0.05).item()
+    assert final == pytest.approx(epoch["train_penalty"], rel=0.5)
+    results = json.loads((tmp_path / "l1" / JSON_NAME).read_text())
+    assert results["config"]["recurrent_l1"] == 0.05 and results["epochs"][0]["train_penalty"] > 0
+    assert not binary_counting.uses_published_settings(parse_args(["--recurrent-l1", "0.05"]))
+    assert not binary_counting.uses_published_settings(parse_args(["--readout", "c"]))
+
+
+def test_a_stopped_run_with_readout_c_and_l1_resumes_to_the_uninterrupted_run(
+    tmp_path: Path, monkeypatch
+) -> None:
+    options = ("--readout", "c", "--recurrent-l1", "0.01", "--variant", "nfg")
+    whole = train(parse_args(small_args(tmp_path / "whole", *options)))
+    predict, calls = binary_counting.predict, []
+
+    def stopped_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # before training, after epoch 0, after epoch 1
+            raise KeyboardInterrupt
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(binary_counting, "predict", stopped_in_the_second_epoch)
+    assert main(small_args(tmp_path / "stopped", *options)) == 130
+    monkeypatch.setattr(binary_counting, "predict", predict)
+    assert main(["--out-dir", str(tmp_path / "stopped"), "--resume", "--quiet", "--no-figures"]) == 0
+    resumed = json.loads((tmp_path / "stopped" / JSON_NAME).read_text())
+    assert resumed["config"]["readout"] == "c" and resumed["config"]["recurrent_l1"] == 0.01
+    assert without_seconds(resumed["epochs"]) == without_seconds(whole.history)

@@ -48,10 +48,18 @@ def test_quick_study_writes_every_configuration_over_its_seeds(quick_study: Path
         assert entry["seeds"] == [3] and len(entry["longest_counted_length"]) == 1
         assert entry["command"].startswith("python binary_counting.py ")
         assert all(len(accuracy) == entry["max_test_length"] for accuracy in entry["accuracy_by_length"])
-        for accuracy, longest in zip(
-            entry["accuracy_by_length"], entry["longest_counted_length"], strict=True
+        assert entry["target_length"] == study.QUICK_TARGET_LENGTH < entry["max_test_length"]
+        for accuracy, within, full, last, inside in zip(
+            entry["accuracy_by_length"],
+            entry["longest_counted_length"],
+            entry["longest_counted_length_full_scan"],
+            entry["accuracy_at_max_test_length"],
+            entry["inside"],
+            strict=True,
         ):
-            assert binary_counting.longest_counted_length(accuracy) == longest
+            assert binary_counting.longest_counted_length(accuracy) == full
+            assert binary_counting.longest_counted_length(accuracy[: entry["target_length"]]) == within
+            assert last == accuracy[-1] and set(inside) == set(INSIDE_KEYS)
     assert (quick_study / study.FIGURE_NAME).read_bytes().startswith(b"\x89PNG")
 
 
@@ -63,7 +71,7 @@ def test_a_recorded_command_with_its_seed_gives_the_recorded_number(
     argv = [*shlex.split(entry["command"])[2:], "--seed", "3", "--out-dir", str(tmp_path), "--quiet"]
     assert binary_counting.main(argv) == 0
     run = json.loads((tmp_path / binary_counting.JSON_NAME).read_text())
-    assert run["longest_counted_length"] == entry["longest_counted_length"][0]
+    assert run["longest_counted_length"] == entry["longest_counted_length_full_scan"][0]
     assert run["accuracy_by_length"] == entry["accuracy_by_length"][0]
 
 
@@ -78,6 +86,36 @@ def test_best_weights_rebuild_with_load_model(quick_study: Path) -> None:
         if e["name"] == best["name"]
     )
     assert best["longest_counted_length"] == max(entry["longest_counted_length"])
+    assert best["longest_counted_length_full_scan"] in entry["longest_counted_length_full_scan"]
+
+
+INSIDE_KEYS = (
+    "count_per_one_first",
+    "count_per_one_last",
+    "count_per_zero_first",
+    "count_per_zero_last",
+    "saturated_units_first",
+    "saturated_units_last",
+    "forget_gate_min",
+    "largest_recurrent_weight",
+    "error_at_end",
+)
+
+
+def test_inside_a_hand_built_counter_every_one_adds_one_and_nothing_else_changes() -> None:
+    from test_binary_counting import exact_counter
+
+    inside = study.inside_counter(exact_counter(), 300, 2)
+    assert inside["count_per_one_first"] == inside["count_per_one_last"] == 1.0
+    assert inside["count_per_zero_first"] == inside["count_per_zero_last"] == 0.0
+    assert inside["forget_gate_min"] == 1.0 and inside["largest_recurrent_weight"] == 0.0
+    assert inside["error_at_end"] == 0.0
+    # Its c, the count, is at most 2 after the first 2 bits (tanh 2 = 0.96) and above 3 after 300.
+    assert inside["saturated_units_first"] == 0.0 and inside["saturated_units_last"] == 1.0
+    # The head off by 1 %: each one adds 1.01, and the error after 300 bits is 1 % of about 150.
+    inside = study.inside_counter(exact_counter(1.01), 300, 20)
+    assert inside["count_per_one_last"] == pytest.approx(1.01)
+    assert 1.0 < inside["error_at_end"] < 2.0
 
 
 def test_only_reruns_the_named_configurations_and_keeps_the_others(quick_study: Path) -> None:
