@@ -1,10 +1,11 @@
 """Binary counting: an LSTM reads a sequence of random bits and predicts how many of them are ones.
 
 A running sum is enough to solve it: a cell state that adds one for every 1 it reads. The model is
-the project's hand-written LSTM with a linear head on its last hidden state, trained as a regression
-with the mean squared error; a prediction counts as correct when it rounds to the true count. After
-training, sequences of other lengths ask whether the model learned such a sum or something that
-only works at the training length.
+the project's hand-written LSTM with a linear head on its last hidden state (with `--readout c`, on
+its cell state), trained as a regression with the mean squared error (with `--recurrent-l1 λ`, plus
+λ · Σ|W_h*|); a prediction counts as correct when it rounds to the true count. After training,
+sequences of other lengths ask whether the model learned such a sum or something that only works at
+the training length (`length_generalization_study.py` asks it over many configurations).
 
     python binary_counting.py                      # the published settings, outputs in runs/binary_counting/
     python binary_counting.py --out-dir figures    # the same, regenerating the committed results
@@ -143,15 +144,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="h",
         help="what the linear head reads, at the last step (--target final) or every step (every-step):"
         " h, the last layer's hidden state, as published; or c, its cell state, which is not bounded"
-        " by 1 as h = o ⊙ tanh(c) is (needs --cell custom; default: h)",
+        " by 1 as h = o ⊙ tanh(c) is (needs --cell custom, without --compile; default: h)",
     )
     parser.add_argument(
         "--recurrent-l1",
-        type=non_negative_float,
+        type=penalty_weight,
         default=0.0,
         metavar="λ",
         help="add λ · Σ|W_h*|, an L1 penalty on the recurrent weights (every gate's W_h), to the training"
-        " loss; the MSE and the penalty are reported apart (default: 0, none)",
+        f" loss, 0 ≤ λ ≤ {MAX_RECURRENT_L1:.2g}; the MSE and the penalty are reported apart"
+        " (default: 0, none)",
     )
     add_common_arguments(parser, default_out_dir=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
@@ -163,18 +165,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if "seq_len" in explicit_options(parser, argv):
             parser.error("--train-lengths MIN MAX replaces --seq-len (which becomes MAX); give one of them")
         args.seq_len = longest
-    if args.compile and (args.train_lengths is not None or args.target != "final"):
+    args = finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
+    # After --resume has taken in the stored settings, so that an edited checkpoint is refused too.
+    problem = settings_problem(args)
+    if problem is not None:
         parser.error(
+            f"--resume: the run in {args.out_dir} cannot be resumed: {problem}" if args.resume else problem
+        )
+    return args
+
+
+def settings_problem(args: argparse.Namespace) -> str | None:
+    """Why the settings cannot go together, or None."""
+    if args.compile and (args.train_lengths is not None or args.target != "final"):
+        return (
             "--compile compiles the model's read-out after the last step only; leave it out with"
             " --train-lengths or --target every-step"
         )
-    if args.readout == "c" and (args.cell == "torch" or args.compile):
-        what = "--cell torch: torch.nn.LSTM returns" if args.cell == "torch" else "--compile: it records"
-        parser.error(
-            f"--readout c reads the cell state after every step, and with {what} no cell state but"
-            " the last; use --cell custom without --compile"
+    if args.readout == "c" and args.cell == "torch":
+        return (
+            "--readout c reads the cell state after every step, and torch.nn.LSTM (--cell torch) returns"
+            " the last one only; use --cell custom"
         )
-    return finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
+    if args.readout == "c" and args.compile:
+        return (
+            "--readout c reads the cell state through LSTM.trace, which the layer cannot record under"
+            " torch.compile; leave out --compile"
+        )
+    return None
+
+
+# Adam divides by the root of its running mean of squared gradients: for the penalty's gradient
+# λ · sign(W_h*) that square must stay finite in float32, or those weights silently stop moving.
+MAX_RECURRENT_L1 = 1e18
+
+
+def penalty_weight(text: str) -> float:
+    value = non_negative_float(text) + 0.0  # + 0.0: -0 is 0
+    if value > MAX_RECURRENT_L1:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_RECURRENT_L1:.0e} (Adam squares the penalty's gradient λ·sign(W_h*),"
+            f" which float32 cannot hold beyond about 1.8e19), got {text!r}"
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -523,7 +556,7 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
             save_outputs(args, result, checkpoint)
         if not args.quiet:
             print(epoch_line(history[-1], args.epochs), flush=True)
-        check_finite(epoch, train_loss, args.lr)
+        check_finite(epoch, train_loss + epoch_results.get("train_penalty", 0.0), args.lr)
 
     result.length_generalization = length_generalization(
         model, args.lengths, args.valid_samples, data_generator

@@ -297,10 +297,12 @@ def apply_resume(
         )
     given = explicit_options(parser, argv)
     current = config_of(args)
+    # A setting the stored run lacks came later than the run, which trained with its default.
+    had = {**config_of(argparse.Namespace(**{name: parser.get_default(name) for name in current})), **stored}
     contradictions = [
-        f"--{name.replace('_', '-')} {current[name]} (the run has {stored[name]})"
-        for name in sorted(given & stored.keys())
-        if name not in FREE_ON_RESUME and current[name] != stored[name]
+        f"--{name.replace('_', '-')} {current[name]} (the run has {had[name]})"
+        for name in sorted(given & current.keys())
+        if name not in FREE_ON_RESUME and current[name] != had[name]
     ]
     if contradictions:
         parser.error(
@@ -407,13 +409,7 @@ def state_problem(checkpoint: dict, args: argparse.Namespace, resume_keys: Resum
     settings taken in) builds; None when they do."""
     try:
         with torch.random.fork_rng(devices=[]):  # a trial model, whose random weights leave no trace
-            model = build_model(
-                args.cell,
-                args.hidden_size,
-                torch.device("cpu"),
-                variant=args.variant,
-                forget_bias=args.forget_bias,
-            )
+            model = build_model(**model_settings(vars(args)), device=torch.device("cpu"))
     except (TypeError, ValueError, OverflowError, RuntimeError) as error:  # settings edited into nonsense
         return f"its settings build no model ({error})"
     expected = {name: tensor_kind(value) for name, value in model.state_dict().items()}
@@ -673,6 +669,13 @@ def lstm_path(model: LastStepRegressor, batch_size: int, compiled: bool = False)
     return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path(batch_size)
 
 
+def model_settings(config: dict) -> dict:
+    """The settings of `config` (a run's, or vars of its arguments) that `build_model` takes, by name,
+    so that a new model option stored in the config reaches every rebuilt model without changes here."""
+    names = [name for name in inspect.signature(build_model).parameters if name != "device"]
+    return {name: config[name] for name in names if name in config}
+
+
 def load_model(path: str | Path, config: dict | None = None, device: str = "cpu") -> LastStepRegressor:
     """The model of a finished epoch, rebuilt from its weights file (e.g. figures/binary_counting.pt).
 
@@ -685,12 +688,8 @@ def load_model(path: str | Path, config: dict | None = None, device: str = "cpu"
     path = Path(path)
     if config is None:
         config = json.loads(path.with_suffix(".json").read_text())["config"]
-    # Every setting build_model takes is read from the config by name, so a new model option that is
-    # stored in the config reaches the rebuilt model without changes here.
-    names = [name for name in inspect.signature(build_model).parameters if name != "device"]
-    settings = {name: config[name] for name in names if name in config}
     with torch.random.fork_rng(devices=[]):  # the initial weights it draws are overwritten: leave no trace
-        model = build_model(**settings, device=torch.device(device))
+        model = build_model(**model_settings(config), device=torch.device(device))
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     return model.eval()
 

@@ -344,6 +344,7 @@ BAD_ARGUMENTS = [
     ["--recurrent-l1", "-0.1"],
     ["--recurrent-l1", "nan"],
     ["--recurrent-l1", "inf"],
+    ["--recurrent-l1", "1e30"],
 ]
 
 
@@ -718,3 +719,51 @@ def test_a_stopped_run_with_readout_c_and_l1_resumes_to_the_uninterrupted_run(
     resumed = json.loads((tmp_path / "stopped" / JSON_NAME).read_text())
     assert resumed["config"]["readout"] == "c" and resumed["config"]["recurrent_l1"] == 0.01
     assert without_seconds(resumed["epochs"]) == without_seconds(whole.history)
+
+
+def stopped_run(out_dir: Path, monkeypatch, *options: str) -> Path:
+    """A run of SMALL with `options` stopped after its first epoch: the path of its checkpoint."""
+    predict, calls = binary_counting.predict, []
+
+    def stopped_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return predict(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(binary_counting, "predict", stopped_in_the_second_epoch)
+        assert main(small_args(out_dir, *options)) == 130
+    return out_dir / binary_counting.CHECKPOINT_NAME
+
+
+@pytest.mark.parametrize("option", [("--readout", "c"), ("--recurrent-l1", "0.5")], ids=" ".join)
+def test_resume_of_a_run_from_before_an_option_takes_its_default_as_the_run_s(
+    option: tuple[str, str], tmp_path: Path, monkeypatch, capsys
+) -> None:
+    checkpoint_path = stopped_run(tmp_path, monkeypatch)
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    for name in ("readout", "recurrent_l1"):  # as a checkpoint written before these options existed
+        del checkpoint["config"][name]
+    torch.save(checkpoint, checkpoint_path)
+    before = (tmp_path / JSON_NAME).read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(tmp_path), "--resume", "--quiet", "--no-figures", *option])
+    assert exit_info.value.code == 2 and "contradicts the run" in capsys.readouterr().err
+    assert (tmp_path / JSON_NAME).read_text() == before
+    # Without the option it resumes as the run it was.
+    assert main(["--out-dir", str(tmp_path), "--resume", "--quiet", "--no-figures"]) == 0
+    assert json.loads((tmp_path / JSON_NAME).read_text())["config"]["readout"] == "h"
+
+
+def test_resume_of_a_checkpoint_edited_to_settings_that_cannot_go_together_is_a_usage_error(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    checkpoint_path = stopped_run(tmp_path, monkeypatch, "--cell", "torch")
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    checkpoint["config"]["readout"] = "c"
+    torch.save(checkpoint, checkpoint_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out-dir", str(tmp_path), "--resume", "--quiet"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--resume:" in error and "torch.nn.LSTM" in error, error
