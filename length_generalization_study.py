@@ -372,6 +372,40 @@ def summary_table(study: dict) -> str:
     return markdown_table(header, rows)
 
 
+LONG = f"{LONG_SCAN_LENGTH:,}".replace(",", " ")
+INSIDE_ROWS = (  # (key of inside_counter, how the table names it, its format)
+    ("count_per_one_first", f"a 1 adds to the prediction, first {MAX_TRAIN_LENGTH} steps", "{:.4f}"),
+    ("count_per_one_last", f"a 1 adds, last {MAX_TRAIN_LENGTH} of {LONG} steps", "{:.4f}"),
+    ("count_per_zero_first", f"a 0 adds, first {MAX_TRAIN_LENGTH} steps", "{:.4f}"),
+    ("count_per_zero_last", f"a 0 adds, last {MAX_TRAIN_LENGTH} of {LONG} steps", "{:.4f}"),
+    (
+        "saturated_units_first",
+        f"units with abs(tanh c) ≥ {SATURATED} after {MAX_TRAIN_LENGTH} bits",
+        "{:.0%}",
+    ),
+    ("saturated_units_last", f"the same after {LONG} bits", "{:.0%}"),
+    ("largest_recurrent_weight", "largest abs(W_h*)", "{:.2f}"),
+    ("error_at_end", f"mean abs(error) after {LONG} bits", "{:.2f}"),
+)
+
+
+def inside_table(study: dict, names: list[str]) -> str:
+    """What the counters of the configurations `names` do inside (`inside_counter`), the median over
+    each configuration's seeds: one row per quantity, one column per configuration."""
+    entries = {entry["name"]: entry for entry in study["configurations"]}
+    header = ("median over the seeds", *(f"{name}" for name in names))
+    rows = [
+        (label, *(form.format(median_inside(entries[name], key)) for name in names))
+        for key, label, form in INSIDE_ROWS
+    ]
+    return markdown_table(header, rows)
+
+
+def median_inside(entry: dict, key: str) -> float:
+    """The median over the configuration's seeds of one quantity of `inside_counter`."""
+    return statistics.median(inside[key] for inside in entry["inside"])
+
+
 def plot_study(study: dict) -> Figure:
     """Accuracy against sequence length (log scale), one line (the median over seeds) per configuration,
     the band between the worst and the best seed shaded; the first block and the second side by side."""
@@ -380,23 +414,32 @@ def plot_study(study: dict) -> Figure:
     blocks = [block for block in blocks if block]
     figure = Figure(figsize=(16, 6), layout="constrained")
     all_axes = figure.subplots(1, len(blocks), sharey=True, squeeze=False)[0]
-    titles = ("Reading h, trained as published (Adam lr 1e-3)", "Changing the model (Adam lr 1e-2, batch 32)")
+    titles = (
+        "Training changed, the model as published (Adam lr 1e-3, batch 16)",
+        "Larger steps, then the model changed (Adam lr 1e-2, batch 32, 20 epochs)",
+    )
     longest_train = max(entry["max_train_length"] for entry in entries)
     target = entries[0]["target_length"]
     for axes, block, title in zip(all_axes, blocks, titles, strict=False):
-        axes.axvspan(0.8, longest_train + 0.5, color="0.9", label=f"training lengths (≤ {longest_train})")
+        axes.axvspan(0.8, longest_train + 0.5, color="0.93", label=f"training lengths (≤ {longest_train})")
         axes.axvline(target, color="0.5", ls=":", lw=1.5, label=f"the target: {target}")
-        for entry in block:
+        for index, entry in enumerate(block):
             accuracy = 100 * np.array(entry["accuracy_by_length"])
             lengths = np.arange(1, accuracy.shape[1] + 1)
             median = statistics.median(entry["longest_counted_length_full_scan"])
+            # Lines that hold to the end lie on top of each other at 100 %: a style each tells them apart.
             (line,) = axes.plot(
-                lengths, np.median(accuracy, axis=0), lw=2, label=f"{entry['name']} (median L = {median:g})"
+                lengths,
+                np.median(accuracy, axis=0),
+                lw=2.5 - 0.4 * (index % 4),
+                ls=("-", "--", "-.", ":")[index % 4],
+                zorder=3,
+                label=f"{entry['name']} (median L = {median:g})",
             )
             axes.fill_between(
-                lengths, accuracy.min(axis=0), accuracy.max(axis=0), color=line.get_color(), alpha=0.15
+                lengths, accuracy.min(axis=0), accuracy.max(axis=0), color=line.get_color(), alpha=0.08, lw=0
             )
-        axes.axhline(100 * binary_counting.COUNTED_SHARE, color="k", ls="--", lw=1, label="99 %: counted")
+        axes.axhline(100 * binary_counting.COUNTED_SHARE, color="k", ls="--", lw=0.8, label="99 %: counted")
         axes.set(
             xscale="log",
             xlabel="sequence length n (bits, log scale)",
