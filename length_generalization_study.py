@@ -11,7 +11,7 @@ trained counter does inside (`inside_counter`), and writes
     figures/length_generalization.png    accuracy against length, one line per configuration
     figures/length_generalization_best.pt (+ .json)   the best run's weights, for load_model
 
-    python length_generalization_study.py               # the committed study (about an hour on one CPU core)
+    python length_generalization_study.py               # the committed study (half an hour on one core)
     python length_generalization_study.py --quick       # tiny settings, seconds, under runs/
 
 The files are written after every configuration. Ctrl-C or SIGTERM stops the study with one line
@@ -73,7 +73,7 @@ SCAN = ["--max-test-length", str(LONG_SCAN_LENGTH)]
 # can grow without bound, where h = o ⊙ tanh(c) cannot), a one-unit cell, a forget gate that cannot
 # leak (nfg: f ≡ 1; or a forget bias of 20, σ(20) = 1 − 2e-9), and an L1 penalty that cuts the
 # recurrent feedback W_h*. Shorter training than the published 20 epochs in the first block, and
-# larger steps in the second (Adam lr 1e-2 on batches of 32), keep the study near an hour of one core.
+# larger steps in the second (Adam lr 1e-2 on batches of 32), keep the study near half an hour on one core.
 MIXED = ["--train-lengths", "1", str(MAX_TRAIN_LENGTH)]
 EVERY_STEP = [*MIXED, "--target", "every-step"]
 LEVERS = ["--epochs", "20", *EVERY_STEP, "--lr", "1e-2", "--batch-size", "32"]
@@ -384,9 +384,55 @@ INSIDE_ROWS = (  # (key of inside_counter, how the table names it, its format)
         "{:.0%}",
     ),
     ("saturated_units_last", f"the same after {LONG} bits", "{:.0%}"),
+    ("forget_gate_min", f"smallest f at any step of {LONG}", "{:.4f}"),
     ("largest_recurrent_weight", "largest abs(W_h*)", "{:.2f}"),
     ("error_at_end", f"mean abs(error) after {LONG} bits", "{:.2f}"),
 )
+
+
+# The configurations whose insides the README and the notebook compare (`inside_table`).
+INSIDE_COMPARED = [
+    "+ readout c, hidden size 1",
+    "+ readout c, hidden size 1, forget bias 20",
+    "+ readout c, hidden size 1, nfg",
+    "+ readout c, nfg",
+    "+ readout c, nfg, recurrent L1 1e-3",
+]
+
+
+@torch.no_grad()
+def one_unit_reading(model: torch.nn.Module, length: int = LONG_SCAN_LENGTH) -> dict[str, float]:
+    """How a one-unit counter counts, from `LSTM.trace` on one random sequence of `length` bits
+    (generator seed 0): the smallest f; i ⊙ g at a 1 (mean and standard deviation) and at a 0 (mean);
+    the head's weight and what a 1 adds to the prediction through it (weight × mean i ⊙ g); the error
+    after the last bit; the first step from which |tanh(c)| ≥ SATURATED stays; h after a 1 and after a 0
+    (means over the steps after MAX_TRAIN_LENGTH) and their largest deviation from those means; the
+    largest |W_h*|. ValueError unless the model's LSTM has one layer of one unit."""
+    if len(model.lstm.cells) != 1 or model.lstm.hidden_size != 1:
+        raise ValueError(f"expected a one-layer LSTM of one unit, got {model.lstm}")
+    bits = torch.randint(0, 2, (1, length, 1), generator=torch.Generator().manual_seed(0)).float()
+    steps = {key: value[0, :, 0] for key, value in model.lstm.trace(bits)[0].items()}
+    error = binary_counting.running_predictions(model, bits)[0] - bits[0, :, 0].cumsum(0)
+    one = bits[0, :, 0] == 1
+    written = steps["i"] * steps["g"]
+    unsaturated = (steps["c"].tanh().abs() < SATURATED).nonzero()
+    later = slice(MAX_TRAIN_LENGTH, length)
+    h_after = {bit: steps["h"][later][one[later] == bit] for bit in (True, False)}
+    weight = model.head.weight.item()
+    return {
+        "forget_gate_min": steps["f"].min().item(),
+        "write_per_one": written[one].mean().item(),
+        "write_per_one_spread": written[one].std().item(),
+        "write_per_zero": written[~one].mean().item(),
+        "head_weight": weight,
+        "count_per_one": weight * written[one].mean().item(),
+        "error_at_end": error[-1].abs().item(),
+        "saturated_from_step": int(unsaturated[-1]) + 2 if len(unsaturated) else 1,
+        "h_after_one": h_after[True].mean().item(),
+        "h_after_zero": h_after[False].mean().item(),
+        "h_spread": max((h - h.mean()).abs().max().item() for h in h_after.values()),
+        "largest_recurrent_weight": max(w.abs().max().item() for w in recurrent_weights(model.lstm)),
+    }
 
 
 def inside_table(study: dict, names: list[str]) -> str:
@@ -395,10 +441,15 @@ def inside_table(study: dict, names: list[str]) -> str:
     entries = {entry["name"]: entry for entry in study["configurations"]}
     header = ("median over the seeds", *(f"{name}" for name in names))
     rows = [
-        (label, *(form.format(median_inside(entries[name], key)) for name in names))
+        (label, *(shown(form, median_inside(entries[name], key)) for name in names))
         for key, label, form in INSIDE_ROWS
     ]
     return markdown_table(header, rows)
+
+
+def shown(form: str, value: float) -> str:
+    text = form.format(value)
+    return text.removeprefix("-") if float(text.rstrip("%")) == 0 else text  # never "-0.0000"
 
 
 def median_inside(entry: dict, key: str) -> float:

@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from processes import wait_until
 from torch import nn
 
 import binary_counting
@@ -282,11 +282,9 @@ def test_ctrl_c_stops_the_script_cleanly(tmp_path: Path) -> None:
     process = run_script(*small_args(tmp_path, "--epochs", "10000"))
     json_path = tmp_path / JSON_NAME
     try:
-        deadline = time.monotonic() + 120
-        while not (json_path.exists() and json.loads(json_path.read_text())["epochs"]):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no epoch finished within 120 s"
-            time.sleep(0.05)
+        wait_until(
+            process, lambda: json_path.exists() and json.loads(json_path.read_text())["epochs"], "epoch"
+        )
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=60)
     finally:

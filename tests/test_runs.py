@@ -14,11 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from processes import wait_until
 
 import binary_counting
 import sine_wave_prediction
@@ -76,13 +76,10 @@ def without_seconds(epochs: list[dict]) -> list[dict]:
 
 
 def wait_for_epochs(process: subprocess.Popen, json_path: Path, count: int = 1) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        if json_path.exists() and len(strict_json(json_path)["epochs"]) >= count:
-            return
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"no {count} epoch(s) within 120 s"
-        time.sleep(0.02)
+    def ready() -> bool:
+        return json_path.exists() and len(strict_json(json_path)["epochs"]) >= count
+
+    wait_until(process, ready, f"{count} epoch(s)")
 
 
 def partial_files(directory: Path) -> list[str]:
