@@ -13,6 +13,7 @@ trained counter does inside (`inside_counter`), and writes
 
     python length_generalization_study.py               # the committed study (half an hour on one core)
     python length_generalization_study.py --quick       # tiny settings, seconds, under runs/
+    python length_generalization_study.py --report-only # the figure redrawn from the JSON, no training
 
 The files are written after every configuration. Ctrl-C or SIGTERM stops the study with one line
 (status 130 or 143) and keeps every finished configuration; entries already in --out-dir stay until
@@ -136,6 +137,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="every configuration on tiny settings, for tests (seconds)"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: redraw the figure from the study's JSON in --out-dir and print its table"
+        " (after a change to how they are drawn)",
+    )
     args = parser.parse_args(argv)
     if args.out_dir is None:
         args.out_dir = QUICK_OUT_DIR if args.quick else Path("figures")
@@ -154,6 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.only or ()) - set(names))
     if unknown:
         parser.error(f"--only: no configuration named {', '.join(map(repr, unknown))}; choose from {names}")
+    if args.report_only and not (args.out_dir / JSON_NAME).is_file():
+        parser.error(
+            f"--report-only: no study to report in {args.out_dir} (expected {args.out_dir / JSON_NAME})"
+        )
+    if args.report_only and args.only:
+        parser.error("--report-only trains nothing; leave out --only")
     return args
 
 
@@ -452,6 +465,11 @@ def shown(form: str, value: float) -> str:
     return text.removeprefix("-") if float(text.rstrip("%")) == 0 else text  # never "-0.0000"
 
 
+def inside_medians(entry: dict) -> dict[str, float]:
+    """Every quantity of `inside_counter`, the median over the configuration's seeds."""
+    return {key: median_inside(entry, key) for key in entry["inside"][0]}
+
+
 def median_inside(entry: dict, key: str) -> float:
     """The median over the configuration's seeds of one quantity of `inside_counter`."""
     return statistics.median(inside[key] for inside in entry["inside"])
@@ -459,12 +477,12 @@ def median_inside(entry: dict, key: str) -> float:
 
 def plot_study(study: dict) -> Figure:
     """Accuracy against sequence length (log scale), one line (the median over seeds) per configuration,
-    the band between the worst and the best seed shaded; the first block and the second side by side."""
+    the band between the worst and the best seed shaded; the first block above the second."""
     entries = study["configurations"]
     blocks = [entries[: len(FIRST_BLOCK)], entries[len(FIRST_BLOCK) :]]
     blocks = [block for block in blocks if block]
-    figure = Figure(figsize=(16, 6), layout="constrained")
-    all_axes = figure.subplots(1, len(blocks), sharey=True, squeeze=False)[0]
+    figure = Figure(figsize=(10, 4.6 * len(blocks) + 0.6), layout="constrained")  # a notebook column
+    all_axes = figure.subplots(len(blocks), 1, sharex=True, squeeze=False)[:, 0]
     titles = (
         "Training changed, the model as published (Adam lr 1e-3, batch 16)",
         "Larger steps, then the model changed (Adam lr 1e-2, batch 32, 20 epochs)",
@@ -493,16 +511,16 @@ def plot_study(study: dict) -> Figure:
         axes.axhline(100 * binary_counting.COUNTED_SHARE, color="k", ls="--", lw=0.8, label="99 %: counted")
         axes.set(
             xscale="log",
-            xlabel="sequence length n (bits, log scale)",
+            ylabel="share of sequences counted right (%)",
             title=title,
             ylim=(-2, 102),
             xlim=(0.8, accuracy.shape[1] * 1.05),
         )
         axes.grid(alpha=0.3)
         axes.legend(loc="lower left", fontsize=8)
-    all_axes[0].set_ylabel("share of sequences counted right (%)")
+    all_axes[-1].set_xlabel("sequence length n (bits, log scale)")
     figure.suptitle(
-        "Counting beyond the training length (line: median over seeds; band: worst to best seed;"
+        "Counting beyond the training length\n(line: median over seeds; band: worst to best seed;"
         " L: longest counted length)"
     )
     return figure
@@ -512,6 +530,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the study; the exit status of `run_until_interrupted` (Ctrl-C 130, SIGTERM 143, each keeping
     every finished configuration in --out-dir)."""
     args = parse_args(argv)
+    if args.report_only:
+        study = json.loads((args.out_dir / JSON_NAME).read_text())
+        with interrupts_held():
+            save_figure(plot_study(study), args.out_dir / FIGURE_NAME)
+        print(summary_table(study))
+        print(f"\nWrote {args.out_dir / FIGURE_NAME}")
+        return 0
     # Entries already in --out-dir stay until a configuration of the same name replaces them: what
     # --only leaves alone, and what a stopped study has not reached yet.
     kept = {}
