@@ -1628,7 +1628,7 @@ def test_frozen_parameters_of_a_variant_need_no_gradient():
     gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_a_pruned_cell_runs_like_stepping_it():
     import torch.nn.utils.prune  # here: importing it scripts functions, with a deprecation warning
 
@@ -1638,7 +1638,7 @@ def test_a_pruned_cell_runs_like_stepping_it():
     gradients_match_step_by_step(lstm, torch.randn(6, 2, 3, dtype=F64))
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")  # forward_ad's own
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")  # forward_ad's own, any category
 def test_forward_mode_ad_matches_torch_lstm():
     torch.manual_seed(0)
     reference = nn.LSTM(3, 4, dtype=F64)
