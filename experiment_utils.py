@@ -226,25 +226,26 @@ def check_cell(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--forget-bias with --variant {args.variant}: {error}")
 
 
-def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path) -> None:
+def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path, option: str = "--out-dir") -> None:
     """A usage error unless `out_dir` is a folder, or can be created as one, that this process can write.
 
     Nothing is left behind: the check writes an unnamed temporary file into the nearest folder that
-    exists (the folder itself, or the one `out_dir` would be created in) and lets it vanish.
+    exists (the folder itself, or the one `out_dir` would be created in) and lets it vanish. `option`
+    is what the error names.
     """
     existing = Path(out_dir)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
         if existing == Path(out_dir):
-            parser.error(f"--out-dir: expected a folder, got the file {out_dir}")
-        parser.error(f"--out-dir: cannot create {out_dir}: {existing} is a file, not a folder")
+            parser.error(f"{option}: expected a folder, got the file {out_dir}")
+        parser.error(f"{option}: cannot create {out_dir}: {existing} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         what = "write into" if existing == Path(out_dir) else f"create {out_dir} in"
-        parser.error(f"--out-dir: cannot {what} {existing}: {error.strerror or error}")
+        parser.error(f"{option}: cannot {what} {existing}: {error.strerror or error}")
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:

@@ -9,13 +9,15 @@ that trains. They are the notebook's analyses, written once so that they point a
     use_style()
     plot_gates(model.lstm, x[0])          # i, f, g, o, c and h of every unit over one sequence
 
-Shapes follow the layer's: x is (batch, seq_len, input_size) for a batch_first LSTM, one sequence
-(seq_len, input_size) where a function says so.
+x is laid out as the layer takes it: (batch, seq_len, input_size) for a batch_first LSTM, else
+(seq_len, batch, input_size), or one sequence (seq_len, input_size); what a function returns per
+sequence and step is laid out (batch, seq_len), whatever the layer's layout.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from lstm_cell import LSTM
+from lstm_cell import LSTM, LSTMCell
 
 # The notebook's figures: at most 10 inches wide at 100 dpi, text of 10 points or more, a light grid.
 STYLE = {
@@ -68,25 +70,23 @@ def use_style() -> None:
 
 def check_lstm(lstm: object) -> LSTM:
     if not isinstance(lstm, LSTM):
-        raise TypeError(f"expected the hand-written lstm_cell.LSTM, got {type(lstm).__name__}")
+        kind = type(lstm)
+        raise TypeError(
+            f"expected the hand-written lstm_cell.LSTM, got {kind.__module__}.{kind.__qualname__}"
+        )
     return lstm
 
 
-def batched(lstm: LSTM, x: Tensor) -> Tensor:
-    """x as (batch, seq_len, input_size): one sequence (seq_len, input_size) becomes a batch of one."""
-    if not isinstance(x, Tensor) or x.dim() not in (2, 3):
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(
-            f"expected x of shape (batch, seq_len, input_size) or (seq_len, input_size), got {shape}"
-        )
-    x = x.unsqueeze(0) if x.dim() == 2 else x
-    return x if lstm.batch_first else x.transpose(0, 1)
-
-
 def trace_batch_first(lstm: LSTM, x: Tensor, layer: int = -1) -> dict[str, Tensor]:
-    """`lstm.trace` of one layer, every quantity (batch, seq_len, hidden_size), without gradients."""
+    """`lstm.trace` of one layer for x in the layer's own layout (or one sequence (seq_len,
+    input_size)), every quantity laid out (batch, seq_len, hidden_size), without gradients."""
+    check_lstm(lstm)
+    if not -len(lstm.cells) <= layer < len(lstm.cells):
+        raise ValueError(f"layer must name one of the LSTM's {len(lstm.cells)} layer(s), got {layer}")
     with torch.no_grad():
-        steps = check_lstm(lstm).trace(batched(lstm, x))[layer]
+        steps = lstm.trace(x)[layer]
+    if x.dim() == 2:
+        return {key: value.unsqueeze(0) for key, value in steps.items()}
     return steps if lstm.batch_first else {key: value.transpose(0, 1) for key, value in steps.items()}
 
 
@@ -100,12 +100,14 @@ def plot_gates(lstm: LSTM, x: Tensor, *, layer: int = -1, title: str | None = No
     if not isinstance(x, Tensor) or x.dim() != 2:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"expected one sequence x of shape (seq_len, input_size), got {shape}")
-    steps = {key: value[0].T.numpy() for key, value in trace_batch_first(lstm, x, layer).items()}
+    steps = {key: value[0].T.numpy() for key, value in trace_batch_first(lstm, x.detach(), layer).items()}
     hidden, seq_len = steps["h"].shape
     figure = Figure(figsize=(10, 2.2 * len(PANELS) + 1.2), layout="constrained")
     axes = figure.subplots(len(PANELS) + 1, 1, sharex=True, height_ratios=(0.5, *[2] * len(PANELS)))
     extent = (0.5, seq_len + 0.5, hidden - 0.5, -0.5)
-    axes[0].imshow(x.T.numpy(), cmap="Greys", aspect="auto", extent=(0.5, seq_len + 0.5, x.shape[1], 0))
+    axes[0].imshow(
+        x.detach().T.numpy(), cmap="Greys", aspect="auto", extent=(0.5, seq_len + 0.5, x.shape[1], 0)
+    )
     axes[0].set(yticks=[], title=title or f"input, {seq_len} steps")
     for ax, (name, (label, colormap, limits)) in zip(axes[1:], PANELS.items(), strict=True):
         values = steps[name]
@@ -139,7 +141,7 @@ def saturation_shares(
 class UnitFit:
     """One unit's least-squares fit of its state on the features: coefficients (one per feature, then
     the constant), R² of the fit, and `follows`: the one feature that alone explains the state with
-    R² ≥ the threshold (the best such), or None."""
+    R² ≥ the threshold (the best such), or None. R² is NaN for a unit whose state never changes."""
 
     unit: int
     coefficients: dict[str, float]
@@ -165,6 +167,12 @@ def unit_fits(
     feature of another shape or a state that trace does not record."""
     if state not in ("c", "h"):
         raise ValueError(f"state must be 'c' or 'h', got {state!r}")
+    if not (
+        isinstance(features, dict) and features and all(isinstance(v, Tensor) for v in features.values())
+    ):
+        raise TypeError(
+            f"features must be a non-empty dict of tensors (batch, seq_len), got {features!r:.80}"
+        )
     states = trace_batch_first(lstm, x, layer)[state]
     shape = states.shape[:2]
     for name, values in features.items():
@@ -177,7 +185,9 @@ def unit_fits(
         design = torch.stack([*chosen, torch.ones_like(targets[:, 0])], dim=1)
         solution = torch.linalg.lstsq(design, targets).solution
         residual = targets - design @ solution
-        return solution, 1 - residual.var(dim=0) / targets.var(dim=0).clamp_min(1e-300)
+        # A unit whose state never changes has no variance to explain: its R² is NaN, not 1.
+        variance = targets.var(dim=0)
+        return solution, torch.where(variance > 0, 1 - residual.var(dim=0) / variance, torch.nan)
 
     solution, r_squared = fit(columns)
     alone = torch.stack([fit([column])[1] for column in columns])  # (features, units)
@@ -185,7 +195,7 @@ def unit_fits(
     fits = []
     for unit in range(targets.shape[1]):
         best = int(alone[:, unit].argmax())
-        follows = list(features)[best] if alone[best, unit] >= threshold else None
+        follows = list(features)[best] if bool(alone[best, unit] >= threshold) else None
         coefficients = {name: solution[k, unit].item() for k, name in enumerate(names)}
         fits.append(UnitFit(unit, coefficients, r_squared[unit].item(), follows))
     return fits
@@ -223,11 +233,22 @@ def force_gate(model: nn.Module, gate: str, value: float) -> nn.Module:
 
     The copy's cells get an instance method in place of the gate's, so the layer runs the edited
     step (and trains it by autograd, as any edited cell); `model` is left as it was. ValueError for
-    another gate name; TypeError for a model without the hand-written LSTM (as `.lstm` or itself)."""
-    if gate not in GATE_METHODS:
+    another gate name and for a cell whose step is its own (it may not call the gate method); TypeError
+    for a value that is not a finite number and for a model without the hand-written LSTM (as `.lstm`
+    or itself)."""
+    if not (isinstance(gate, str) and gate in GATE_METHODS):
         raise ValueError(f"gate must be one of {tuple(GATE_METHODS)}, got {gate!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"value must be a finite number, got {value!r}")
     edited = copy.deepcopy(model)
     lstm = check_lstm(edited.lstm if hasattr(edited, "lstm") else edited)
+    for cell in lstm.cells:
+        # Only LSTMCell's own step calls the gate methods; a step of one's own may never read them.
+        if type(cell).step is not LSTMCell.step or "step" in vars(cell):
+            raise ValueError(
+                f"force_gate replaces {GATE_METHODS[gate]}, which {type(cell).__name__}'s own step may not"
+                " call; force the gate inside that step instead"
+            )
 
     def constant(a: dict[str, Tensor], *states: Tensor) -> Tensor:
         return torch.full_like(next(iter(a.values())), value)

@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Before any training: a folder that cannot be written would lose every finished run, and a JSON
     # there that is not a study cannot keep its entries.
     check_out_dir(parser, args.out_dir)
-    check_out_dir(parser, args.runs_dir)
+    check_out_dir(parser, args.runs_dir, "--runs-dir")
     problem = study_problem(args.out_dir / JSON_NAME)
     if problem is not None:
         parser.error(
@@ -475,18 +475,22 @@ def median_inside(entry: dict, key: str) -> float:
     return statistics.median(inside[key] for inside in entry["inside"])
 
 
+BLOCK_TITLES = (
+    "Training changed, the model as published (Adam lr 1e-3, batch 16)",
+    "Larger steps, then the model changed (Adam lr 1e-2, batch 32, 20 epochs)",
+)
+
+
 def plot_study(study: dict) -> Figure:
     """Accuracy against sequence length (log scale), one line (the median over seeds) per configuration,
     the band between the worst and the best seed shaded; the first block above the second."""
     entries = study["configurations"]
-    blocks = [entries[: len(FIRST_BLOCK)], entries[len(FIRST_BLOCK) :]]
+    first = {name for name, _ in FIRST_BLOCK}
+    blocks = [[e for e in entries if e["name"] in first], [e for e in entries if e["name"] not in first]]
+    titles = [title for title, block in zip(BLOCK_TITLES, blocks, strict=True) if block]
     blocks = [block for block in blocks if block]
     figure = Figure(figsize=(10, 4.6 * len(blocks) + 0.6), layout="constrained")  # a notebook column
     all_axes = figure.subplots(len(blocks), 1, sharex=True, squeeze=False)[:, 0]
-    titles = (
-        "Training changed, the model as published (Adam lr 1e-3, batch 16)",
-        "Larger steps, then the model changed (Adam lr 1e-2, batch 32, 20 epochs)",
-    )
     longest_train = max(entry["max_train_length"] for entry in entries)
     target = entries[0]["target_length"]
     for axes, block, title in zip(all_axes, blocks, titles, strict=False):
@@ -532,11 +536,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report_only:
         study = json.loads((args.out_dir / JSON_NAME).read_text())
-        with interrupts_held():
+
+        def redraw(_: list[dict]) -> None:
             save_figure(plot_study(study), args.out_dir / FIGURE_NAME)
-        print(summary_table(study))
-        print(f"\nWrote {args.out_dir / FIGURE_NAME}")
-        return 0
+            print(summary_table(study))
+            print(f"\nWrote {args.out_dir / FIGURE_NAME}")
+
+        # Ctrl-C and a figure that cannot be written end in one line, as in a study that trains.
+        return run_until_interrupted(redraw, lambda _: "", unit="figure")
     # Entries already in --out-dir stay until a configuration of the same name replaces them: what
     # --only leaves alone, and what a stopped study has not reached yet.
     kept = {}
@@ -576,6 +583,7 @@ ENTRY_KEYS = (
     "name",
     "command",
     "seeds",
+    "max_train_length",
     "target_length",
     "max_test_length",
     "longest_counted_length",
@@ -598,9 +606,36 @@ def study_problem(path: Path) -> str | None:
     entries = results.get("configurations") if isinstance(results, dict) else None
     if not isinstance(entries, list):
         return "is not a study (no list of configurations)"
+    if not entries:
+        return "is not a study (its list of configurations is empty)"
     for entry in entries:
         if not (isinstance(entry, dict) and all(key in entry for key in ENTRY_KEYS)):
             return f"holds an entry that is not a configuration's ({', '.join(ENTRY_KEYS)})"
+        problem = entry_problem(entry)
+        if problem is not None:
+            return f"holds an entry, {entry.get('name')!r}, whose {problem}"
+    return None
+
+
+PER_SEED = ("longest_counted_length", "longest_counted_length_full_scan", "accuracy_at_max_test_length")
+PER_SEED += ("accuracy_by_length", "inside", "run_dirs")
+
+
+def entry_problem(entry: dict) -> str | None:
+    """What in a configuration's entry is not of the kind run_configuration writes, or None."""
+    for key in ("max_train_length", "target_length", "max_test_length"):
+        if not (isinstance(entry[key], int) and entry[key] > 0):
+            return f"{key} is {entry[key]!r}, not a positive whole number"
+    seeds = entry["seeds"]
+    if not (isinstance(seeds, list) and seeds):
+        return "seeds are not a non-empty list"
+    for key in PER_SEED:
+        if not (isinstance(entry[key], list) and len(entry[key]) == len(seeds)):
+            return f"{key} is not a list of one value per seed"
+    if not all(
+        isinstance(a, list) and len(a) == entry["max_test_length"] for a in entry["accuracy_by_length"]
+    ):
+        return "accuracy_by_length does not hold max_test_length accuracies per seed"
     return None
 
 

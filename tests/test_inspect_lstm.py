@@ -136,3 +136,48 @@ def test_force_gate_holds_the_gate_in_a_copy_and_leaves_the_model(lstm: LSTM) ->
     assert forced.training_path() == "autograd"  # an edited cell trains by autograd
     with pytest.raises(ValueError, match="gate"):
         inspect_lstm.force_gate(lstm, "z", 1.0)
+
+
+def test_a_sequence_first_layer_takes_its_own_layout_and_gives_per_step_results() -> None:
+    torch.manual_seed(0)
+    first = LSTM(1, 3, batch_first=True)
+    seq_first = LSTM(1, 3)
+    seq_first.load_state_dict(first.state_dict())
+    x = bits(5, 8)
+    shares = inspect_lstm.saturation_shares(first, x)
+    shares_seq = inspect_lstm.saturation_shares(seq_first, x.transpose(0, 1))
+    assert all(torch.equal(shares[key], shares_seq[key]) and shares[key].shape == (8,) for key in shares)
+    ones = x[..., 0].cumsum(dim=1)  # features stay (batch, seq_len)
+    fits = inspect_lstm.unit_fits(first, x, {"ones": ones})
+    fits_seq = inspect_lstm.unit_fits(seq_first, x.transpose(0, 1), {"ones": ones})
+    assert [f.r_squared for f in fits] == pytest.approx([f.r_squared for f in fits_seq])
+    head = nn.Linear(3, 1)
+    reach = inspect_lstm.gradient_reach(seq_first, x.transpose(0, 1), lambda h, c: head(h[-1]).sum())
+    assert reach["h"].shape == (8,)
+    with pytest.raises(ValueError, match="layer"):
+        inspect_lstm.saturation_shares(first, x, layer=3)
+
+
+def test_a_unit_that_never_changes_follows_nothing() -> None:
+    torch.manual_seed(0)
+    dead = inspect_lstm.force_gate(LSTM(1, 2, batch_first=True), "i", 0.0)  # c stays 0
+    x = bits(10, 6)
+    fits = inspect_lstm.unit_fits(dead, x, {"ones": x[..., 0].cumsum(dim=1)})
+    assert all(np.isnan(fit.r_squared) and fit.follows is None for fit in fits)
+
+
+class OwnStepCell(LSTMCell):
+    """A step of one's own that never calls the gate methods."""
+
+    def step(self, a, c):
+        i, f, o = (torch.sigmoid(a[k]) for k in "ifo")
+        c_next = f * c + i * torch.tanh(a["g"])
+        return {"i": i, "f": f, "g": torch.tanh(a["g"]), "o": o, "c": c_next, "h": o * torch.tanh(c_next)}
+
+
+def test_force_gate_refuses_a_step_that_may_not_call_the_gate_and_values_that_are_not_numbers() -> None:
+    with pytest.raises(ValueError, match="own step"):
+        inspect_lstm.force_gate(LSTM(1, 2, variant=OwnStepCell), "f", 0.0)
+    for value in ("a", None, float("nan")):
+        with pytest.raises(TypeError, match="finite number"):
+            inspect_lstm.force_gate(LSTM(1, 2), "f", value)

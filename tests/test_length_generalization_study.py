@@ -266,8 +266,43 @@ def test_a_folder_that_is_a_file_is_a_usage_error_before_any_training(option, tm
     with pytest.raises(SystemExit) as exit_info:
         study.main(["--quick", "--seeds", "3", "--out-dir", str(tmp_path / "out"), option, str(a_file)])
     assert exit_info.value.code == 2
-    assert "expected a folder" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{option}: expected a folder" in error, error
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]  # nothing trained or written
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda study: study["configurations"].clear(),
+        lambda study: study["configurations"][0].update(longest_counted_length=[]),
+        lambda study: study["configurations"][0].update(longest_counted_length=None),
+        lambda study: study["configurations"][0].pop("max_train_length"),
+        lambda study: study["configurations"][0].update(accuracy_by_length="x"),
+    ],
+    ids=["no configurations", "no lengths", "null lengths", "no max_train_length", "accuracies a string"],
+)
+def test_a_damaged_study_json_is_a_usage_error_before_anything(
+    damage, quick_study: Path, tmp_path: Path, capsys
+) -> None:
+    results = json.loads((quick_study / study.JSON_NAME).read_text())
+    damage(results)
+    (tmp_path / study.JSON_NAME).write_text(json.dumps(results))
+    for argv in (["--report-only"], ["--quick", "--only", "published", "--seeds", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            study.main([*argv, "--out-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")])
+        assert exit_info.value.code == 2 and "--out-dir:" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == [study.JSON_NAME]
+
+
+def test_report_only_into_a_figure_that_is_a_folder_is_one_line(
+    quick_study: Path, tmp_path: Path, capsys
+) -> None:
+    shutil.copy(quick_study / study.JSON_NAME, tmp_path / study.JSON_NAME)
+    (tmp_path / study.FIGURE_NAME).mkdir()
+    assert study.main(["--report-only", "--out-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error:"), error
 
 
 def test_committed_study_has_five_seeds_per_configuration_and_the_published_one() -> None:
