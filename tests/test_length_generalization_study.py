@@ -504,6 +504,14 @@ def test_readme_reading_matches_the_committed_study() -> None:
 def test_readme_inside_the_best_run_is_its_trace() -> None:
     best, model = committed_best()
     assert (best["name"], best["seed"]) == ("+ readout c, hidden size 1, forget bias 20", 0)
+    perfect = sum(
+        (within, full) == (200, 1000)
+        for entry in committed()["configurations"]
+        for within, full in zip(
+            entry["longest_counted_length"], entry["longest_counted_length_full_scan"], strict=True
+        )
+    )
+    assert f"the first of the {perfect} runs that count to 200 and to 1 000" in readme_words()
     reading = study.one_unit_reading(model)
     readme = readme_words()
 
