@@ -237,6 +237,11 @@ INSIDE_SEQUENCES = 10  # random sequences that inside_counter averages over (gen
 SATURATED = 0.99  # |tanh(c)| at least this: the unit's h no longer changes with its count
 
 
+def largest_recurrent_weight(lstm: torch.nn.Module) -> float:
+    """max |W_h*| over every gate's recurrent matrix (`recurrent_weights`)."""
+    return max(matrix.abs().max().item() for matrix in recurrent_weights(lstm))
+
+
 @torch.no_grad()
 def inside_counter(model: torch.nn.Module, length: int, train_length: int) -> dict[str, float]:
     """What the trained counter does inside, on INSIDE_SEQUENCES random sequences of `length` bits.
@@ -276,7 +281,7 @@ def inside_counter(model: torch.nn.Module, length: int, train_length: int) -> di
         "saturated_units_first": saturated(window - 1),
         "saturated_units_last": saturated(length - 1),
         "forget_gate_min": states["f"].min().item(),
-        "largest_recurrent_weight": max(w.abs().max().item() for w in recurrent_weights(model.lstm)),
+        "largest_recurrent_weight": largest_recurrent_weight(model.lstm),
         "error_at_end": (predictions[:, -1] - read.sum(dim=1)).abs().mean().item(),
     }
 
@@ -444,7 +449,7 @@ def one_unit_reading(model: torch.nn.Module, length: int = LONG_SCAN_LENGTH) -> 
         "h_after_one": h_after[True].mean().item(),
         "h_after_zero": h_after[False].mean().item(),
         "h_spread": max((h - h.mean()).abs().max().item() for h in h_after.values()),
-        "largest_recurrent_weight": max(w.abs().max().item() for w in recurrent_weights(model.lstm)),
+        "largest_recurrent_weight": largest_recurrent_weight(model.lstm),
     }
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from processes import wait_until
+from processes import interrupt_at_call, wait_until
 from torch import nn
 
 import binary_counting
@@ -702,17 +702,7 @@ def test_a_stopped_run_with_readout_c_and_l1_resumes_to_the_uninterrupted_run(
 ) -> None:
     options = ("--readout", "c", "--recurrent-l1", "0.01", "--variant", "nfg")
     whole = train(parse_args(small_args(tmp_path / "whole", *options)))
-    predict, calls = binary_counting.predict, []
-
-    def stopped_in_the_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # before training, after epoch 0, after epoch 1
-            raise KeyboardInterrupt
-        return predict(*args, **kwargs)
-
-    monkeypatch.setattr(binary_counting, "predict", stopped_in_the_second_epoch)
-    assert main(small_args(tmp_path / "stopped", *options)) == 130
-    monkeypatch.setattr(binary_counting, "predict", predict)
+    stopped_run(tmp_path / "stopped", monkeypatch, *options)
     assert main(["--out-dir", str(tmp_path / "stopped"), "--resume", "--quiet", "--no-figures"]) == 0
     resumed = json.loads((tmp_path / "stopped" / JSON_NAME).read_text())
     assert resumed["config"]["readout"] == "c" and resumed["config"]["recurrent_l1"] == 0.01
@@ -720,17 +710,10 @@ def test_a_stopped_run_with_readout_c_and_l1_resumes_to_the_uninterrupted_run(
 
 
 def stopped_run(out_dir: Path, monkeypatch, *options: str) -> Path:
-    """A run of SMALL with `options` stopped after its first epoch: the path of its checkpoint."""
-    predict, calls = binary_counting.predict, []
-
-    def stopped_in_the_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return predict(*args, **kwargs)
-
+    """A run of SMALL with `options` stopped in its second epoch: the path of its checkpoint."""
     with monkeypatch.context() as patch:
-        patch.setattr(binary_counting, "predict", stopped_in_the_second_epoch)
+        # predict runs before training, after epoch 0, and after epoch 1: stop at the third.
+        interrupt_at_call(patch, binary_counting, "predict", 3)
         assert main(small_args(out_dir, *options)) == 130
     return out_dir / binary_counting.CHECKPOINT_NAME
 

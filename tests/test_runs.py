@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from processes import wait_until
+from processes import interrupt_at_call, wait_until
 
 import binary_counting
 import sine_wave_prediction
@@ -224,17 +224,9 @@ def test_a_run_stopped_in_its_second_epoch_resumes_to_the_uninterrupted_run(
     tmp_path: Path, whole_runs, monkeypatch
 ) -> None:
     script = sine_wave_prediction
-    forecast, calls = script.forecast, []
-
-    def stopped_in_the_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return forecast(*args, **kwargs)
-
-    monkeypatch.setattr(script, "forecast", stopped_in_the_second_epoch)
-    assert script.main(tiny(script, tmp_path, "--epochs", str(WHOLE_RUN_EPOCHS))) == 130
-    monkeypatch.setattr(script, "forecast", forecast)
+    with monkeypatch.context() as patch:
+        interrupt_at_call(patch, script, "forecast", 2)  # in the second epoch
+        assert script.main(tiny(script, tmp_path, "--epochs", str(WHOLE_RUN_EPOCHS))) == 130
     assert script.main(["--out-dir", str(tmp_path), "--resume", "--quiet"]) == 0
     assert_same_run(script, tmp_path, whole_runs(script)[0].out_dir)
 
