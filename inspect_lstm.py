@@ -16,7 +16,10 @@ sequence and step is laid out (batch, seq_len), whatever the layer's layout.
 
 from __future__ import annotations
 
+import base64
 import copy
+import inspect
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +28,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 
-from lstm_cell import LSTM, LSTMCell
+from lstm_cell import LSTM, VARIANTS, LSTMCell
 
 # The notebook's figures: at most 10 inches wide at 100 dpi, text of 10 points or more, a light grid.
 STYLE = {
@@ -140,12 +144,14 @@ def saturation_shares(
 @dataclass
 class UnitFit:
     """One unit's least-squares fit of its state on the features: coefficients (one per feature, then
-    the constant), R² of the fit, and `follows`: the one feature that alone explains the state with
+    the constant; the smallest such where features are collinear), R² of the fit, `alone`: R² of each
+    feature with a constant by itself, and `follows`: the feature that alone explains the state with
     R² ≥ the threshold (the best such), or None. R² is NaN for a unit whose state never changes."""
 
     unit: int
     coefficients: dict[str, float]
     r_squared: float
+    alone: dict[str, float]
     follows: str | None
 
 
@@ -178,12 +184,14 @@ def unit_fits(
     for name, values in features.items():
         if tuple(values.shape) != tuple(shape):
             raise ValueError(f"feature {name!r} must have shape {tuple(shape)}, got {tuple(values.shape)}")
-    targets = states.reshape(-1, states.shape[-1]).double()
-    columns = [values.reshape(-1).double() for values in features.values()]
+    targets = states.reshape(-1, states.shape[-1]).double().cpu()
+    columns = [values.reshape(-1).double().cpu() for values in features.values()]
 
     def fit(chosen: list[Tensor]) -> tuple[Tensor, Tensor]:
         design = torch.stack([*chosen, torch.ones_like(targets[:, 0])], dim=1)
-        solution = torch.linalg.lstsq(design, targets).solution
+        # The SVD solver: features that add up to another (ones + zeros = steps) leave the design
+        # singular, where the default solver's answer need not fit at all.
+        solution = torch.linalg.lstsq(design, targets, driver="gelsd").solution
         residual = targets - design @ solution
         # A unit whose state never changes has no variance to explain: its R² is NaN, not 1.
         variance = targets.var(dim=0)
@@ -197,7 +205,8 @@ def unit_fits(
         best = int(alone[:, unit].argmax())
         follows = list(features)[best] if bool(alone[best, unit] >= threshold) else None
         coefficients = {name: solution[k, unit].item() for k, name in enumerate(names)}
-        fits.append(UnitFit(unit, coefficients, r_squared[unit].item(), follows))
+        single = {name: alone[k, unit].item() for k, name in enumerate(features)}
+        fits.append(UnitFit(unit, coefficients, r_squared[unit].item(), single, follows))
     return fits
 
 
@@ -256,3 +265,180 @@ def force_gate(model: nn.Module, gate: str, value: float) -> nn.Module:
     for cell in lstm.cells:
         setattr(cell, GATE_METHODS[gate], constant)
     return edited
+
+
+# ---------------------------------------------------------------------------------------------------
+# The proof that the hand-written LSTM is torch.nn.LSTM, and the table of its variants
+
+
+def torch_parity(dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str, float]:
+    """max |hand-written − torch.nn.LSTM| of every output and gradient, the same weights in both.
+
+    A 2-layer `torch.nn.LSTM(3, 4)` drawn with `seed`, the same weights in `LSTM.from_torch`, one
+    input (7 steps, batch 5), initial state and upstream gradient for both: the output, h_n and c_n,
+    the gradients of the input and initial state, every gate matrix's gradient (PyTorch's row blocks
+    in its order i, f, g, o; the one bias against bias_ih, whose gradient equals bias_hh's), and one
+    step of `LSTMCell.from_torch(nn.LSTMCell)`. Keys name the quantity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # drawing the layers leaves the global generator as it was
+        torch.manual_seed(seed)
+        reference, reference_cell = nn.LSTM(3, 4, num_layers=2, dtype=dtype), nn.LSTMCell(3, 4, dtype=dtype)
+        ours, our_cell = LSTM.from_torch(reference), LSTMCell.from_torch(reference_cell)
+    x, upstream = (torch.randn(7, 5, size, generator=generator, dtype=dtype) for size in (3, 4))
+    h_0, c_0 = torch.randn(2, 2, 5, 4, generator=generator, dtype=dtype)
+    results = []
+    for model in (reference, ours):
+        inputs = [tensor.clone().requires_grad_() for tensor in (x, h_0, c_0)]
+        output, (h_n, c_n) = model(inputs[0], (inputs[1], inputs[2]))
+        ((output * upstream).sum() + h_n.sum() + c_n.square().sum()).backward()
+        results.append((output, h_n, c_n, *(tensor.grad for tensor in inputs)))
+    names = ("output", "h_n", "c_n", "dL/dx", "dL/dh_0", "dL/dc_0")
+    differences = {name: (a - b).abs().max().item() for name, a, b in zip(names, *results, strict=True)}
+    for layer, cell in enumerate(ours.cells):
+        for index, gate in enumerate("ifgo"):
+            for kind, theirs in (("W_i", "weight_ih"), ("W_h", "weight_hh"), ("b_", "bias_ih")):
+                expected = getattr(reference, f"{theirs}_l{layer}").grad.chunk(4)[index]
+                difference = (getattr(cell, f"{kind}{gate}").grad - expected).abs().max().item()
+                differences[f"layer {layer}: dL/d{kind}{gate}"] = difference
+    state = (h_0[0], c_0[0])
+    steps = zip(reference_cell(x[0], state), our_cell(x[0], state), strict=True)
+    for name, (theirs, mine) in zip(("LSTMCell h'", "LSTMCell c'"), steps, strict=True):
+        differences[name] = (theirs - mine).abs().max().item()
+    return differences
+
+
+def plot_parity(parity: dict[torch.dtype, dict[str, float]]) -> Figure:
+    """One bar per quantity of `torch_parity` and dtype, on a log scale beside each dtype's machine
+    epsilon; an exact 0 is drawn at 1e-18 so that it shows."""
+    floor, names = 1e-18, list(next(iter(parity.values())))
+    positions = np.arange(len(names))
+    figure = Figure(figsize=(9.5, 8.5), layout="constrained")
+    ax = figure.subplots()
+    for k, (dtype, differences) in enumerate(parity.items()):
+        color, offset = f"C{5 + k}", 0.4 * k - 0.2 * (len(parity) - 1)
+        values = np.maximum([differences[name] for name in names], floor)
+        ax.barh(positions + offset, values, height=0.4, color=color, label=f"{dtype}: max |difference|")
+        ax.axvline(torch.finfo(dtype).eps, color=color, ls="--", lw=1, label=f"{dtype} machine epsilon")
+    ax.set(xscale="log", xlim=(floor, 1), yticks=positions, yticklabels=names)
+    ax.set(xlabel="max |hand-written − torch.nn.LSTM| (log scale)", title="Same weights, same numbers")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    return figure
+
+
+def variants_table() -> str:
+    """A Markdown table of `lstm_cell.VARIANTS`: name, class, the gates with matrices and the first
+    paragraph of the class's docstring (for LSTMCell, which those equations are)."""
+    rows = ["| variant | class | gates with matrices | what it is |", "|---|---|---|---|"]
+    for name, cls in VARIANTS.items():
+        text = " ".join(inspect.getdoc(cls).split("\n\n")[0].split()).rstrip(":") + "."
+        if cls is LSTMCell:
+            text = "NP, no peepholes: the textbook equations, torch.nn.LSTM's cell."
+        text = text.replace("..", ".").replace("|", "\\|")
+        rows.append(f"| `{name}` | `{cls.__name__}` | {', '.join(cls.GATES)} | {text} |")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Step through time: one step's gates and states, and an interactive view of them
+
+
+def bits_tensor(bits: str) -> Tensor:
+    """A bit string ("0110", spaces allowed) as one sequence (1, seq_len, 1); ValueError otherwise."""
+    text = "".join(bits.split()) if isinstance(bits, str) else None
+    if not text or set(text) - {"0", "1"}:
+        raise ValueError(f"bits must be a string of 0s and 1s, got {bits!r:.40}")
+    return torch.tensor([float(bit) for bit in text]).reshape(1, -1, 1)
+
+
+def step_figure(model: nn.Module, bits: str, step: int, *, layer: int = -1) -> Figure:
+    """The view at one step (1 ≤ step ≤ len(bits)): every unit's i, f, g, o, c and h at that step, and
+    above them the bits with the step marked; for a model with a head (`LastStepRegressor`), its
+    running prediction beside the running count of ones.
+
+    `model` is the hand-written LSTM (batch_first, one input) or a model holding it as `.lstm`.
+    ValueError for bits that are not 0s and 1s, a step outside the sequence, an LSTM of another input
+    size; TypeError for a model without the hand-written LSTM."""
+    lstm = check_lstm(getattr(model, "lstm", model))
+    x = bits_tensor(bits)
+    if lstm.input_size != 1 or not lstm.batch_first:
+        raise ValueError(f"the view reads one bit a step: a batch_first LSTM with input_size 1, got {lstm}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= x.shape[1]:
+        raise ValueError(f"step must be an int from 1 to {x.shape[1]}, got {step!r}")
+    steps = {key: value[0, step - 1].numpy() for key, value in trace_batch_first(lstm, x, layer).items()}
+    figure = Figure(figsize=(10, 6.5), layout="constrained")
+    grid = figure.add_gridspec(3, 3, height_ratios=(1.2, 1, 1))
+    top = figure.add_subplot(grid[0, :])
+    t = np.arange(1, x.shape[1] + 1)
+    top.bar(t, x[0, :, 0].numpy(), width=0.9, color="0.85", label="a 1 read (grey)")
+    top.axvline(step, color="k", lw=1.5)
+    if hasattr(model, "head") and hasattr(model, "states"):
+        with torch.no_grad():
+            predicted = model.head(model.states(x)).squeeze(-1)[0].numpy()
+        count = x[0, :, 0].cumsum(0).numpy()
+        top.step(t, count, where="mid", color="k", label="count of ones so far")
+        top.plot(t[:step], predicted[:step], "o-", ms=3, color=COLORS["LSTM"], label="running prediction")
+        top.set_title(f"step {step}: read a {int(x[0, step - 1, 0])}, predicts {predicted[step - 1]:.2f}")
+    else:
+        top.set_title(f"step {step}: read a {int(x[0, step - 1, 0])}")
+    top.set(xlabel="time step t", xlim=(0.4, x.shape[1] + 0.6))
+    top.xaxis.set_major_locator(MaxNLocator(integer=True))
+    top.legend(loc="upper left", fontsize=9)
+    units = np.arange(lstm.hidden_size)
+    for k, (name, (label, _, limits)) in enumerate(PANELS.items()):
+        ax = figure.add_subplot(grid[1 + k // 3, k % 3])
+        values = steps[name]
+        ax.bar(units, values, color=[COLORS["LSTM"] if v >= 0 else "tab:blue" for v in values])
+        bound = max(1.0, float(np.abs(values).max()))  # c is unbounded: its own scale
+        low, high = (-bound, bound) if name == "c" else limits
+        ax.set(title=label.split(":")[0].split(",")[0], ylim=(low - 0.05, high + 0.05), xlabel="unit")
+    return figure
+
+
+def figure_png(figure: Figure) -> str:
+    """The figure as a base64 PNG at 100 dpi (at most 1 000 pixels wide for a 10-inch figure)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+class StepThrough:
+    """An interactive `step_figure`: a text box for the bits and a slider over the steps (ipywidgets).
+
+    Displayed in a notebook it is the live widget where a kernel runs it, and a static figure of the
+    view at the last step where the notebook is rendered without one (the same output carries both).
+    `show(bits, step)` is the update the widgets call: it redraws the view and returns the figure, or
+    the error message for bits that are not 0s and 1s."""
+
+    def __init__(self, model: nn.Module, bits: str = "01101001110111010010", *, layer: int = -1) -> None:
+        import ipywidgets as widgets
+
+        self.model, self.layer = model, layer
+        self.static = step_figure(model, bits, len(bits_tensor(bits)[0]), layer=layer)
+        self.text = widgets.Text(value=bits, description="bits", continuous_update=False)
+        length = bits_tensor(bits).shape[1]
+        self.slider = widgets.IntSlider(value=length, min=1, max=length, description="step")
+        self.output = widgets.Output()
+        self.text.observe(lambda change: self.show(change["new"], self.slider.value), names="value")
+        self.slider.observe(lambda change: self.show(self.text.value, change["new"]), names="value")
+        self.widget = widgets.VBox([self.text, self.slider, self.output])
+        self.show(bits, length)
+
+    def show(self, bits: str, step: int) -> Figure | str:
+        from IPython.display import clear_output, display
+
+        try:
+            length = bits_tensor(bits).shape[1]
+        except ValueError as error:
+            result = str(error)
+        else:
+            self.slider.max, step = length, min(step, length)
+            result = step_figure(self.model, bits, step, layer=self.layer)
+        with self.output:
+            clear_output(wait=True)
+            display(result)
+        return result
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        return {**bundle, "image/png": figure_png(self.static), "text/plain": "step-through view"}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -181,3 +184,123 @@ def test_force_gate_refuses_a_step_that_may_not_call_the_gate_and_values_that_ar
     for value in ("a", None, float("nan")):
         with pytest.raises(TypeError, match="finite number"):
             inspect_lstm.force_gate(LSTM(1, 2), "f", value)
+
+
+def test_unit_fits_with_features_that_add_up_still_fit_and_say_each_alone() -> None:
+    # ones + zeros = steps: the design is singular, and the fit must still be the least-squares one.
+    x = bits(40, 10)
+    ones = x[..., 0].cumsum(dim=1)
+    steps = torch.arange(1, 11.0).expand_as(ones)
+    features = {"ones": ones, "zeros": steps - ones, "steps": steps}
+    (fit,) = inspect_lstm.unit_fits(exact_counter(), x, features)
+    assert fit.r_squared == pytest.approx(1.0) and fit.follows == "ones"
+    assert fit.alone["ones"] == pytest.approx(1.0) and fit.alone["zeros"] < 0.9 and fit.alone["steps"] < 0.9
+
+
+def test_torch_parity_compares_every_output_and_gradient_within_rounding() -> None:
+    state = torch.random.get_rng_state()
+    for dtype in (torch.float32, torch.float64):
+        differences = inspect_lstm.torch_parity(dtype)
+        # 6 outputs and input gradients, 2 layers × 4 gates × 3 parameters, one cell step's h' and c'.
+        assert len(differences) == 6 + 2 * 4 * 3 + 2
+        assert {"output", "dL/dh_0", "layer 1: dL/dW_hf", "LSTMCell c'"} <= set(differences)
+        assert max(differences.values()) < 64 * torch.finfo(dtype).eps
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is left alone
+
+
+def test_torch_parity_sees_a_wrong_gate_order(monkeypatch) -> None:
+    # A proof that cannot fail proves nothing: load PyTorch's f rows into our g and the parity breaks.
+    import lstm_cell
+
+    original = lstm_cell.load_torch_weights
+
+    def swapped(cell, weight_ih, weight_hh, biases):
+        order = [0, 2, 1, 3]  # i, g, f, o
+
+        def swap(w):
+            return torch.cat([w.chunk(4)[k] for k in order])
+
+        original(cell, swap(weight_ih), swap(weight_hh), biases and tuple(swap(b) for b in biases))
+
+    monkeypatch.setattr(lstm_cell, "load_torch_weights", swapped)
+    assert max(inspect_lstm.torch_parity(torch.float64).values()) > 1e-3
+
+
+def test_plot_parity_draws_one_bar_per_quantity_and_dtype() -> None:
+    parity = {dtype: {"a": 0.0, "b": 1e-9} for dtype in (torch.float32, torch.float64)}
+    figure = inspect_lstm.plot_parity(parity)
+    bars = [patch for patch in figure.axes[0].patches]
+    assert len(bars) == 4 and min(bar.get_width() for bar in bars) == 1e-18  # an exact 0 at the floor
+
+
+def test_variants_table_has_a_whole_row_for_every_variant() -> None:
+    from lstm_cell import VARIANTS
+
+    rows = inspect_lstm.variants_table().splitlines()[2:]
+    assert [row.split("|")[1].strip(" `") for row in rows] == list(VARIANTS)
+    for row in rows:
+        assert row.count("|") == 5 and not row.rstrip(" |").endswith(":")
+        assert "this module" not in row
+
+
+def test_bits_tensor_reads_bits_and_refuses_anything_else() -> None:
+    assert inspect_lstm.bits_tensor("01 1").flatten().tolist() == [0.0, 1.0, 1.0]
+    for bad in ("", "012", "  ", None, 101):
+        with pytest.raises(ValueError, match="0s and 1s"):
+            inspect_lstm.bits_tensor(bad)
+
+
+def counting_model(cell=LSTMCell):
+    from experiment_utils import LastStepRegressor
+
+    torch.manual_seed(0)
+    return LastStepRegressor(LSTM(1, 3, batch_first=True, variant=cell))
+
+
+@pytest.mark.parametrize("cell", ["cifg", HardSigmoidInputCell], ids=["cifg", "own cell"])
+def test_step_figure_shows_the_step_of_the_trace_and_the_running_prediction(cell) -> None:
+    import binary_counting
+
+    model = counting_model(cell)
+    figure = inspect_lstm.step_figure(model, "0110", 3)
+    trace = model.lstm.trace(inspect_lstm.bits_tensor("0110"))[0]
+    panels = {ax.get_title(): ax for ax in figure.axes[1:]}
+    heights = [bar.get_height() for bar in panels["forget gate f"].patches]
+    np.testing.assert_allclose(heights, trace["f"][0, 2].detach().numpy(), rtol=1e-6)
+    with torch.no_grad():
+        running = binary_counting.running_predictions(model, inspect_lstm.bits_tensor("0110"))[0]
+    assert figure.axes[0].get_title() == f"step 3: read a 1, predicts {running[2]:.2f}"
+    line = next(line for line in figure.axes[0].lines if line.get_label() == "running prediction")
+    np.testing.assert_allclose(line.get_ydata(), running[:3].numpy(), rtol=1e-6)
+
+
+def test_step_figure_takes_an_lstm_alone_and_refuses_what_it_cannot_show() -> None:
+    torch.manual_seed(0)
+    lstm = LSTM(1, 2, batch_first=True)
+    figure = inspect_lstm.step_figure(lstm, "10", 1)
+    assert figure.axes[0].get_title() == "step 1: read a 1"
+    for step in (0, 3, True, 1.0):
+        with pytest.raises(ValueError, match="step"):
+            inspect_lstm.step_figure(lstm, "10", step)
+    with pytest.raises(ValueError, match="input_size 1"):
+        inspect_lstm.step_figure(LSTM(2, 2, batch_first=True), "10", 1)
+    with pytest.raises(ValueError, match="input_size 1"):
+        inspect_lstm.step_figure(LSTM(1, 2), "10", 1)
+    with pytest.raises(TypeError, match="hand-written"):
+        inspect_lstm.step_figure(nn.LSTM(1, 2, batch_first=True), "10", 1)
+
+
+def test_step_through_updates_from_its_widgets_and_leaves_a_static_figure() -> None:
+    pytest.importorskip("ipywidgets")
+    view = inspect_lstm.StepThrough(counting_model(), "0110")
+    assert view.slider.max == 4 and view.slider.value == 4
+    figure = view.show("011011", 2)  # what the widgets call
+    assert isinstance(figure, Figure) and figure.axes[0].get_title().startswith("step 2: read a 1")
+    assert view.slider.max == 6
+    view.text.value = "01"  # typing fewer bits keeps the slider within the sequence
+    assert view.slider.max == 2 and view.slider.value <= 2
+    assert "0s and 1s" in view.show("01x", 1)  # a message in the view, not an exception in a callback
+    bundle = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["image/png"]
+    header = base64.b64decode(bundle["image/png"][:64])
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">I", header[16:20])[0] <= 1000
