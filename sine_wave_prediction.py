@@ -187,23 +187,55 @@ def two_tap_forecast(seed_window: Tensor, steps: int, period: float = PERIOD) ->
     return torch.tensor(values[2:], dtype=torch.float32)
 
 
-def measure_generalization(model: nn.Module, window: int, seed: int) -> tuple[dict, dict]:
-    """Forecast MSE over HELD_OUT points of every UNSEEN_SIGNALS signal, from its first `window` points.
-
-    Returns ({signal: LSTM forecast MSE}, {signal: two-tap recurrence MSE}), the recurrence tuned to
-    the training period. The noise on the seed window comes from a generator seeded with `seed`; the
-    forecast is scored against the clean signal.
-    """
-    device = next(model.parameters()).device
+def unseen_windows(window: int, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """{signal: (seed window (window,), clean truth (HELD_OUT,))} for every UNSEEN_SIGNALS signal, the
+    noise on the seed windows drawn in that order from a generator seeded with `seed`."""
     noise_generator = torch.Generator().manual_seed(seed)
-    lstm, recurrence = {}, {}
+    windows = {}
     for name, (amplitude, period, phase, noise) in UNSEEN_SIGNALS.items():
         signal = make_signal(amplitude, period, phase, window + HELD_OUT)
         seed_window, truth = signal[:window].clone(), signal[window:]
         seed_window += noise * torch.randn(window, generator=noise_generator)
+        windows[name] = seed_window, truth
+    return windows
+
+
+def measure_generalization(model: nn.Module, window: int, seed: int) -> tuple[dict, dict]:
+    """Forecast MSE over HELD_OUT points of every UNSEEN_SIGNALS signal, from its first `window` points.
+
+    Returns ({signal: LSTM forecast MSE}, {signal: two-tap recurrence MSE}), the recurrence tuned to
+    the training period. The seed windows are `unseen_windows(window, seed)`; the forecast is scored
+    against the clean signal.
+    """
+    device = next(model.parameters()).device
+    lstm, recurrence = {}, {}
+    for name, (seed_window, truth) in unseen_windows(window, seed).items():
         lstm[name] = nn.functional.mse_loss(forecast(model, seed_window.to(device), HELD_OUT), truth).item()
         recurrence[name] = nn.functional.mse_loss(two_tap_forecast(seed_window, HELD_OUT), truth).item()
     return lstm, recurrence
+
+
+def generalization_figure(model: nn.Module, window: int, seed: int) -> Figure:
+    """One panel per UNSEEN_SIGNALS signal: its seed window, the truth over the HELD_OUT points, the
+    model's forecast and the two-tap recurrence's, the windows of `measure_generalization`."""
+    signals = unseen_windows(window, seed)
+    figure = Figure(figsize=(10, 2.4 * math.ceil(len(signals) / 2)), layout="constrained")
+    axes = list(figure.subplots(math.ceil(len(signals) / 2), 2, sharex=True, sharey=True).flat)
+    t = torch.arange(window + HELD_OUT)
+    device = next(model.parameters()).device
+    for ax, (name, (seed_window, truth)) in zip(axes, signals.items(), strict=False):
+        ax.axvspan(window - 0.5, window + HELD_OUT - 0.5, color="0.92", lw=0)
+        ax.plot(t[:window], seed_window, color="k", lw=1, label="seed window")
+        ax.plot(t[window:], truth, color="k", ls="--", lw=1, label="truth")
+        ax.plot(t[window:], forecast(model, seed_window.to(device), HELD_OUT).cpu(), color="C3", label="LSTM")
+        recurrence = two_tap_forecast(seed_window, HELD_OUT)
+        ax.plot(t[window:], recurrence, color="C8", label=f"two-tap, P = {PERIOD}")
+        ax.set(title=name, ylim=(-1.6, 1.6))
+    for ax in axes[len(signals) :]:  # the panel left over when the signals do not fill the grid
+        ax.set_visible(False)
+    figure.axes[0].legend(loc="lower left", fontsize=9)
+    figure.supxlabel(f"t (grey: the {HELD_OUT} forecast points)")
+    return figure
 
 
 # ---------------------------------------------------------------------------------------------------

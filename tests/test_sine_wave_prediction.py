@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import sine_wave_prediction as sine
-from experiment_utils import INTERRUPTED_EXIT_STATUS, load_model
+from experiment_utils import INTERRUPTED_EXIT_STATUS, build_model, load_model
 from lstm_cell import VARIANTS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -414,3 +415,23 @@ def test_generalization_scores_each_unseen_signal_against_its_truth(monkeypatch)
     assert all(mse == 0 for mse in lstm.values())
     assert recurrence["phase +1 rad"] < 1e-10 and recurrence["amplitude 0.5"] < 1e-10
     assert recurrence["period 30"] > 0.1  # tuned to the training period, it cannot follow another
+
+
+def test_the_generalization_figure_draws_the_measured_windows_and_forecasts() -> None:
+    torch.manual_seed(0)
+    model = build_model("custom", 4, torch.device("cpu"))
+    figure = sine.generalization_figure(model, window=40, seed=3)
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == list(sine.UNSEEN_SIGNALS)
+    windows = sine.unseen_windows(40, 3)
+    for ax, (seed_window, truth) in zip(shown, windows.values(), strict=True):
+        lines = {line.get_label(): line.get_ydata() for line in ax.lines}
+        np.testing.assert_array_equal(lines["seed window"], seed_window.numpy())
+        np.testing.assert_array_equal(lines["truth"], truth.numpy())
+        np.testing.assert_allclose(lines["LSTM"], sine.forecast(model, seed_window, sine.HELD_OUT).numpy())
+    # The panels' seed windows are measure_generalization's: the same noise, in the same order.
+    lstm, _ = sine.measure_generalization(model, window=40, seed=3)
+    noisy = "noisy seed window (σ 0.05)"
+    seed_window, truth = windows[noisy]
+    expected = nn.functional.mse_loss(sine.forecast(model, seed_window, sine.HELD_OUT), truth)
+    assert lstm[noisy] == expected.item()
