@@ -69,3 +69,38 @@ def test_every_figure_fits_a_notebook_column():
     assert widths, "the notebook shows no figure"
     too_wide = sorted((index, width) for index, width in widths if width > MAX_FIGURE_WIDTH_PX)
     assert not too_wide, f"(code cell, width in px) wider than {MAX_FIGURE_WIDTH_PX} px: {too_wide}"
+
+
+MAX_CODE_CELL_LINES = 15  # a code cell is read at a glance; the story is in the markdown
+
+
+def non_blank_lines(cells: list) -> int:
+    return sum(1 for cell in cells for line in cell.source.splitlines() if line.strip())
+
+
+def test_the_notebook_tells_its_story_in_markdown_with_short_code_cells():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    long_cells = [
+        (index, len(cell.source.splitlines()))
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and len(cell.source.splitlines()) > MAX_CODE_CELL_LINES
+    ]
+    assert not long_cells, f"(cell, lines) of code cells over {MAX_CODE_CELL_LINES} lines: {long_cells}"
+    markdown = non_blank_lines([cell for cell in notebook.cells if cell.cell_type == "markdown"])
+    code = non_blank_lines(code_cells(notebook))
+    assert markdown > code, f"{markdown} lines of markdown against {code} of code"
+
+
+def test_the_notebook_has_exercises_and_a_diagram_of_the_cell():
+    cells = nbformat.read(NOTEBOOK, as_version=4).cells
+    text = "\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
+    assert text.count("**Exercise ") >= 3
+    assert "c_{t-1} ──" in text and "──▶ c_t" in text  # the cell state as the line through the cell
+
+
+def test_the_step_through_view_leaves_a_static_figure():
+    cells = code_cells(nbformat.read(NOTEBOOK, as_version=4))
+    views = [cell for cell in cells if "StepThrough(" in cell.source]
+    assert views, "the notebook has no step-through view"
+    bundles = [output.data for cell in views for output in cell.outputs if "data" in output]
+    assert any("image/png" in data and "application/vnd.jupyter.widget-view+json" in data for data in bundles)
