@@ -38,30 +38,24 @@ from torch.utils.data import DataLoader, TensorDataset
 from experiment_utils import (
     READOUTS,
     ResumeKeys,
+    TrainingRun,
     add_common_arguments,
     build_model,
-    check_finite,
     compile_model,
     config_of,
     describe_machine,
     explicit_options,
     finish_parsing,
-    interrupts_held,
-    load_checkpoint,
     lstm_path,
-    make_checkpoint,
     markdown_table,
     non_negative_float,
     positive_float,
     positive_int,
-    progress,
-    random_state,
     recurrent_weights,
     run_until_interrupted,
     save_figure,
     save_json,
     save_torch,
-    set_random_state,
     start_run,
 )
 
@@ -498,22 +492,19 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
     # other batch sizes and sequence lengths cause no recompilation.
     train_model = compile_model(model) if args.compile else model
     generators = {"data": data_generator, "shuffle": shuffle_generator}
-    if args.resume:
-        checkpoint = load_checkpoint(Path(args.out_dir) / CHECKPOINT_NAME)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        history[:] = checkpoint["history"]
+    run = TrainingRun(
+        args, device, model, optimizer, generators, history, Path(args.out_dir) / CHECKPOINT_NAME
+    )
+
+    def restore(checkpoint: dict) -> None:
         result.compile_seconds = checkpoint["compile_seconds"]
         result.predictions_after = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
-        # Last, after everything above that might draw a random number.
-        set_random_state(checkpoint["random"], device, generators)
 
-    for epoch in range(len(history) if args.resume else 0, args.epochs):
+    run.resume(restore)
+    for epoch in run.epochs():
         start = time.perf_counter()
-        model.train()
         batch_losses, batch_accuracies, batch_penalties = [], [], []
-        for x, y, *lengths in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
-            step_start = time.perf_counter()
+        for x, y, *lengths in run.batches(loader, epoch):
             x, y = x.to(device), y.to(device)
             lengths = lengths[0].to(device) if lengths else None
             loss, accuracy = batch_loss(train_model, x, y, lengths, args.target)
@@ -524,9 +515,6 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
             batch_losses.append(loss.detach())
             batch_accuracies.append(accuracy)
             batch_penalties.append(penalty.detach())
-            if args.compile and result.compile_seconds is None:
-                loss.item()  # waits for the device, so the time includes the whole first step
-                result.compile_seconds = time.perf_counter() - step_start
         train_loss = torch.stack(batch_losses).mean().item()
         train_accuracy = torch.stack(batch_accuracies).mean().item()
 
@@ -535,8 +523,6 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
             valid_loss, valid_accuracy = score(result.predictions_after, valid_dataset.tensors[1])
         else:
             valid_loss, valid_accuracy = evaluate_target(model, valid_dataset, args.target)
-        # A stop signal waits until the epoch is in the history and in every file, so a stopped run
-        # never leaves files of different epochs side by side.
         epoch_results = {
             "epoch": epoch,
             "train_loss": train_loss,  # the MSE alone, as published, also with --recurrent-l1
@@ -547,16 +533,13 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         }
         if args.recurrent_l1 > 0:  # the mean over the epoch's steps of λ · Σ|W_h*|, which the MSE leaves out
             epoch_results["train_penalty"] = torch.stack(batch_penalties).mean().item()
-        with interrupts_held():
-            history.append(epoch_results)
-            generator_states = random_state(device, generators)
-            checkpoint = make_checkpoint(
-                args, history, model, optimizer, generator_states, compile_seconds=result.compile_seconds
-            )
-            save_outputs(args, result, checkpoint)
-        if not args.quiet:
-            print(epoch_line(history[-1], args.epochs), flush=True)
-        check_finite(epoch, train_loss + epoch_results.get("train_penalty", 0.0), args.lr)
+        result.compile_seconds = run.compile_seconds
+        run.commit(
+            epoch_results,
+            train_loss + epoch_results.get("train_penalty", 0.0),
+            lambda checkpoint: write_outputs(args, result, checkpoint),
+            epoch_line(epoch_results, args.epochs),
+        )
 
     result.length_generalization = length_generalization(
         model, args.lengths, args.valid_samples, data_generator
@@ -565,7 +548,7 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         accuracy = counting_accuracy_by_length(model, args.max_test_length, data_generator)
         result.accuracy_by_length = accuracy.tolist()
         result.longest_counted_length = longest_counted_length(accuracy)
-    save_outputs(args, result)
+    write_outputs(args, result)
     return result
 
 
@@ -659,7 +642,7 @@ def generalization_table(generalization: dict[str, dict]) -> str:
     return markdown_table(header, rows)
 
 
-def save_outputs(
+def write_outputs(
     args: argparse.Namespace, result: BinaryCountingResult, checkpoint: dict | None = None
 ) -> None:
     """Write the run so far into args.out_dir, each file atomically: the figure, the weights, the

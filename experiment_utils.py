@@ -19,6 +19,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -817,6 +818,92 @@ def make_checkpoint(
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by `save_torch`; only tensors and plain values are read (weights_only)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class TrainingRun:
+    """The training loop both experiments share: its epochs, --resume, the progress bar, the commit of
+    every finished epoch (history, checkpoint and files, with Ctrl-C and SIGTERM held), the time of the
+    first step under --compile, and divergence. A script keeps its data, model, step and evaluation:
+
+        run = TrainingRun(args, device, model, optimizer, generators, history, checkpoint_path)
+        run.resume(restore)                # with args.resume: the run as its checkpoint left it
+        for epoch in run.epochs():
+            for batch in run.batches(loader, epoch):
+                ...                        # one training step
+            ...                            # evaluate
+            run.commit(results, loss, write, line)
+
+    `generators` are the run's own torch.Generators (data, shuffling), checkpointed with the global
+    ones; `history` receives one dict per finished epoch, so a caller that is stopped keeps them.
+    """
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        device: torch.device,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        generators: dict[str, torch.Generator],
+        history: list[dict],
+        checkpoint_path: Path,
+    ) -> None:
+        self.args, self.device, self.model, self.optimizer = args, device, model, optimizer
+        self.generators, self.history, self.checkpoint_path = generators, history, checkpoint_path
+        self.compile_seconds: float | None = None  # the first training step under --compile, which compiles
+
+    def resume(self, restore: Callable[[dict], None] | None = None) -> None:
+        """With args.resume, load the checkpoint: the model, the optimizer, the history, then the
+        script's own values (`restore(checkpoint)`), and every generator's state last, after anything
+        that might draw a random number. Without args.resume, nothing."""
+        if not self.args.resume:
+            return
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.history[:] = checkpoint["history"]
+        self.compile_seconds = checkpoint["compile_seconds"]
+        if restore is not None:
+            restore(checkpoint)
+        set_random_state(checkpoint["random"], self.device, self.generators)
+
+    def epochs(self) -> range:
+        """The epochs still to train: all of them, or those after the checkpoint's with --resume."""
+        return range(len(self.history) if self.args.resume else 0, self.args.epochs)
+
+    def batches(self, loader: Iterable, epoch: int) -> Iterator:
+        """The epoch's batches, in the model's training mode and behind a progress bar. Under --compile
+        the first step's time, until the device has finished it, is kept in `compile_seconds`."""
+        self.model.train()
+        for batch in progress(loader, quiet=self.args.quiet, description=f"Epoch {epoch}/{self.args.epochs}"):
+            start = time.perf_counter()
+            yield batch  # the script's training step runs here
+            if self.args.compile and self.compile_seconds is None:
+                synchronize(self.device)
+                self.compile_seconds = time.perf_counter() - start
+
+    def commit(
+        self, results: dict, loss: float, write: Callable[[dict], None], line: str, **extra: object
+    ) -> None:
+        """Append the finished epoch's `results` to the history and `write(checkpoint)` every file, as
+        one step that Ctrl-C and SIGTERM wait for, so a stopped run never leaves files of different
+        epochs side by side; `extra` goes into the checkpoint. Then print `line` unless quiet, and
+        raise Diverged when `loss`, the epoch's training loss, is not a finite number."""
+        with interrupts_held():
+            self.history.append(results)
+            state = random_state(self.device, self.generators)
+            extra = {"compile_seconds": self.compile_seconds, **extra}
+            write(make_checkpoint(self.args, self.history, self.model, self.optimizer, state, **extra))
+        if not self.args.quiet:
+            print(line, flush=True)
+        check_finite(results["epoch"], loss, self.args.lr)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until `device` has finished the work queued on it (a CPU does it as it goes)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 @contextlib.contextmanager

@@ -43,28 +43,23 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from experiment_utils import (
     ResumeKeys,
+    TrainingRun,
     add_common_arguments,
     build_model,
-    check_finite,
     compile_model,
     config_of,
     describe_machine,
     finish_parsing,
     interrupts_held,
-    load_checkpoint,
     lstm_path,
-    make_checkpoint,
     markdown_table,
     non_negative_int,
     positive_float,
     positive_int,
-    progress,
-    random_state,
     run_until_interrupted,
     save_figure,
     save_json,
     save_torch,
-    set_random_state,
     start_run,
 )
 
@@ -280,54 +275,40 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
     seed_window = train_series[-args.window :].to(device)
     result = SineResult(model=model, history=history, series=series)
     generators = {"shuffle": shuffle_generator}
-    if args.resume:
-        checkpoint = load_checkpoint(Path(args.out_dir) / CHECKPOINT_NAME)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        history[:] = checkpoint["history"]
+    run = TrainingRun(
+        args, device, model, optimizer, generators, history, Path(args.out_dir) / CHECKPOINT_NAME
+    )
+
+    def restore(checkpoint: dict) -> None:
         result.forecasts = dict(checkpoint["forecasts"])
         result.compile_seconds = checkpoint["compile_seconds"]
-        # Last, after everything above that might draw a random number.
-        set_random_state(checkpoint["random"], device, generators)
 
-    first_epoch = len(history) if args.resume else 0
-    for epoch in range(first_epoch, args.epochs):
+    run.resume(restore)
+    for epoch in run.epochs():
         start = time.perf_counter()
         total_loss = torch.zeros((), device=device)
-        for x, y in progress(loader, quiet=args.quiet, description=f"Epoch {epoch}/{args.epochs}"):
-            step_start = time.perf_counter()
+        for x, y in run.batches(loader, epoch):
             x, y = x.to(device), y.to(device)
             loss = nn.functional.mse_loss(train_model(x), y)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total_loss += loss.detach() * len(y)
-            if args.compile and result.compile_seconds is None:
-                loss.item()  # waits for the device, so the time includes the whole first step
-                result.compile_seconds = time.perf_counter() - step_start
         train_loss = total_loss.item() / len(windows)
 
         predicted = forecast(model, seed_window, HELD_OUT)
         test_loss = nn.functional.mse_loss(predicted, held_out).item()
         seconds = time.perf_counter() - start
-        # A stop signal waits until the epoch is in the history and in every file, so a stopped run
-        # never leaves files of different epochs side by side.
-        with interrupts_held():
-            result.forecasts[epoch] = predicted
-            history.append(
-                {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds}
-            )
-            generator_states = random_state(device, generators)
-            extra = {"forecasts": dict(result.forecasts), "compile_seconds": result.compile_seconds}
-            checkpoint = make_checkpoint(args, history, model, optimizer, generator_states, **extra)
-            write_outputs(args, result, checkpoint)
-        if not args.quiet:
-            print(
-                f"Epoch {epoch}/{args.epochs} | {seconds:.1f}s | "
-                f"Train Loss {train_loss:.4f} | Test Loss {test_loss:.4f}",
-                flush=True,
-            )
-        check_finite(epoch, train_loss, args.lr)
+        result.forecasts[epoch] = predicted
+        result.compile_seconds = run.compile_seconds
+        run.commit(
+            {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds},
+            train_loss,
+            lambda checkpoint: write_outputs(args, result, checkpoint),
+            f"Epoch {epoch}/{args.epochs} | {seconds:.1f}s | "
+            f"Train Loss {train_loss:.4f} | Test Loss {test_loss:.4f}",
+            forecasts=dict(result.forecasts),
+        )
     result.generalization, result.two_tap_recurrence = measure_generalization(model, args.window, args.seed)
     # Also when resumed after its last epoch: a kill between that epoch's checkpoint and its JSON
     # leaves files to write again (the same content otherwise).

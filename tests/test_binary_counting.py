@@ -19,6 +19,7 @@ from processes import interrupt_at_call, wait_until
 from torch import nn
 
 import binary_counting
+import experiment_utils
 from binary_counting import (
     FIGURE_NAME,
     JSON_NAME,
@@ -258,7 +259,7 @@ def test_lengths_are_sorted_without_repeats() -> None:
 
 
 def test_interrupt_in_second_epoch_keeps_the_first(tmp_path: Path, monkeypatch, capsys) -> None:
-    real_progress = binary_counting.progress
+    real_progress = experiment_utils.progress
 
     def progress_interrupted_in_epoch_1(iterable, *, quiet, description, total=None):
         for step, batch in enumerate(real_progress(iterable, quiet=quiet, description=description)):
@@ -266,7 +267,7 @@ def test_interrupt_in_second_epoch_keeps_the_first(tmp_path: Path, monkeypatch, 
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(binary_counting, "progress", progress_interrupted_in_epoch_1)
+    monkeypatch.setattr(experiment_utils, "progress", progress_interrupted_in_epoch_1)  # the shared loop's
     status = main(with_figures(small_args(tmp_path, "--epochs", "5")))
     captured = capsys.readouterr()
     assert status == 130
