@@ -62,15 +62,13 @@ from experiment_utils import (
     TERMINATED_EXIT_STATUS,
     WRITE_FAILED_EXIT_STATUS,
     Diverged,
-    OutputError,
-    Terminated,
     check_out_dir,
     describe_machine,
     markdown_table,
     positive_int,
+    run_until_interrupted,
     save_figure,
     save_json,
-    sigterm_as_interrupt,
     thread_count,
 )
 from lstm_cell import VARIANTS
@@ -809,34 +807,37 @@ def report(study: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = Path(args.out_dir)
-    try:
-        if args.report_only:
+    if args.report_only:
+
+        def redraw(_: list) -> None:
             study = load_study(argparse.ArgumentParser(), out_dir)
             refresh(study)
             save_json(study, out_dir / JSON_NAME)
             if study["runs"]:
                 save_figure(plot_study(study), out_dir / FIGURE_NAME)
             print(report(study))
-            return 0
-        with sigterm_as_interrupt():
-            study = run_study(args)
-    except KeyboardInterrupt as stop:
-        name = "Terminated (SIGTERM)" if isinstance(stop, Terminated) else "Interrupted"
-        study = json.loads((Path(args.out_dir) / JSON_NAME).read_text())
-        print(
-            f"\n{name}: {len(study['runs'])} of {len(study['planned'])} runs finished and kept in"
-            f" {Path(args.out_dir) / JSON_NAME}; run the same command again to continue.",
-            file=sys.stderr,
+
+        return run_until_interrupted(redraw, lambda _: "", unit="report")
+
+    def run(_: list) -> None:
+        study = run_study(args)
+        print(report(study))
+        print(f"\nWrote {out_dir / JSON_NAME} and {out_dir / FIGURE_NAME}")
+
+    def kept() -> dict:
+        path = out_dir / JSON_NAME
+        return json.loads(path.read_text()) if path.is_file() else {"runs": [], "planned": []}
+
+    def stopped(_: list) -> str:
+        study = kept()
+        return (
+            f"{len(study['runs'])} of {len(study['planned'])} runs finished and kept in"
+            f" {out_dir / JSON_NAME}; run the same command again to continue."
         )
-        if study["runs"]:
-            print(report(study))
-        return TERMINATED_EXIT_STATUS if isinstance(stop, Terminated) else INTERRUPTED_EXIT_STATUS
-    except OutputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return WRITE_FAILED_EXIT_STATUS
-    print(report(study))
-    print(f"\nWrote {Path(args.out_dir) / JSON_NAME} and {Path(args.out_dir) / FIGURE_NAME}")
-    return 0
+
+    return run_until_interrupted(
+        run, lambda _: report(kept()) if kept()["runs"] else "", unit="run", stopped=stopped
+    )
 
 
 if __name__ == "__main__":

@@ -17,16 +17,9 @@ import time
 import binary_counting
 import sine_wave_prediction
 from experiment_utils import (
-    DIVERGED_EXIT_STATUS,
-    INTERRUPTED_EXIT_STATUS,
-    TERMINATED_EXIT_STATUS,
-    WRITE_FAILED_EXIT_STATUS,
-    Diverged,
-    OutputError,
-    Terminated,
     add_common_arguments,
     finish_parsing,
-    sigterm_as_interrupt,
+    run_until_interrupted,
 )
 
 # Quick settings, chosen from measured runs. Binary counting sits on a plateau (predicting the mean
@@ -91,26 +84,17 @@ def run_sine_wave(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    summaries = []
-    try:
-        with sigterm_as_interrupt():
-            for run in (run_binary_counting, run_sine_wave):
-                summaries.append(run(args))
-    except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
-        name = "Terminated (SIGTERM)" if terminated else "Interrupted"
-        print(f"\n{name}: {len(summaries)} of 2 experiments finished.", file=sys.stderr)
-        return TERMINATED_EXIT_STATUS if terminated else INTERRUPTED_EXIT_STATUS
-    except Diverged as diverged:
-        print(diverged, file=sys.stderr)
-        return DIVERGED_EXIT_STATUS
-    except OutputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return WRITE_FAILED_EXIT_STATUS
-    seconds = time.perf_counter() - start
-    print("\n" + "\n\n".join(summaries))
-    print(f"\nBoth experiments took {seconds:.0f}s.")
-    return 0
+
+    def run_both(summaries: list[str]) -> None:
+        for run in (run_binary_counting, run_sine_wave):
+            summaries.append(run(args))
+        print("\n" + "\n\n".join(summaries))
+        print(f"\nBoth experiments took {time.perf_counter() - start:.0f}s.")
+
+    def finished(summaries: list[str]) -> str:
+        return f"{len(summaries)} of 2 experiments finished."
+
+    return run_until_interrupted(run_both, lambda _: "", unit="experiment", stopped=finished)
 
 
 if __name__ == "__main__":

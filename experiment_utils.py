@@ -985,28 +985,39 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def run_until_interrupted(
-    train: Callable[[list[dict]], object], report: Callable[[list[dict]], str], unit: str = "epoch"
+    train: Callable[[list], object],
+    report: Callable[[list], str],
+    unit: str = "epoch",
+    stopped: Callable[[list], str] | None = None,
 ) -> int:
-    """Run `train(history)` and turn every way it can stop into one line on stderr and an exit status.
+    """Run `train(history)` and turn every way it can stop into one line on stderr and an exit status,
+    the same in every script of the project.
 
-    `train` appends one dict per finished `unit` (an epoch, or a study's configuration) to `history`
-    and writes its files after each, so a stopped run keeps every finished one. Ctrl-C: status 130;
-    SIGTERM: 143 (both print `report` of the finished ones); a diverged run: 3, after its report; a
-    file that could not be written: 1.
+    `train` appends one item per finished `unit` (an epoch, a study's configuration, an experiment)
+    to `history` and writes its files after each, so a stopped run keeps every finished one. Ctrl-C:
+    status 130; SIGTERM: 143, each with the line `stopped(history)` (by default how many units
+    finished) and then `report(history)` of what was kept; a diverged run: 3, after its report; a file
+    that could not be written: 1. An empty report prints nothing.
     """
-    history: list[dict] = []
+    history: list = []
+
+    def print_report() -> None:
+        text = report(history) if history or stopped is not None else ""
+        if text:
+            print(text)
+
     try:
         with sigterm_as_interrupt():
             train(history)
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
         name = "Terminated (SIGTERM)" if terminated else "Interrupted"
-        print(f"\n{name}: stopped after {len(history)} finished {unit}(s).", file=sys.stderr)
-        if history:
-            print(report(history))
+        line = f"stopped after {len(history)} finished {unit}(s)." if stopped is None else stopped(history)
+        print(f"\n{name}: {line}", file=sys.stderr)
+        print_report()
         return TERMINATED_EXIT_STATUS if terminated else INTERRUPTED_EXIT_STATUS
     except Diverged as diverged:
-        print(report(history))
+        print_report()
         print(diverged, file=sys.stderr)
         return DIVERGED_EXIT_STATUS
     except OutputError as error:
