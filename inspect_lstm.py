@@ -17,11 +17,12 @@ sequence and step is laid out (batch, seq_len), whatever the layer's layout.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import inspect
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -63,7 +64,7 @@ PANELS = {
     "g": ("cell candidate g: what could be written", "RdBu_r", (-1, 1)),
     "o": ("output gate o: how much memory to show", "viridis", (0, 1)),
     "c": ("cell state c, each unit divided by its largest |c|", "RdBu_r", (-1, 1)),
-    "h": ("hidden state h = o ⊙ tanh(c)", "RdBu_r", (-1, 1)),
+    "h": ("hidden state h: what the cell shows (o ⊙ tanh(c) in the textbook cell)", "RdBu_r", (-1, 1)),
 }
 
 
@@ -81,13 +82,36 @@ def check_lstm(lstm: object) -> LSTM:
     return lstm
 
 
+def check_layer(lstm: LSTM, layer: int) -> int:
+    if (
+        isinstance(layer, bool)
+        or not isinstance(layer, int)
+        or not -len(lstm.cells) <= layer < len(lstm.cells)
+    ):
+        raise ValueError(
+            f"layer must be an int naming one of the LSTM's {len(lstm.cells)} layer(s), got {layer!r}"
+        )
+    return layer
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """The model in evaluation mode while the block runs, then in the mode it had: what is looked at
+    is the model itself, not one draw of its dropout between layers."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
 def trace_batch_first(lstm: LSTM, x: Tensor, layer: int = -1) -> dict[str, Tensor]:
     """`lstm.trace` of one layer for x in the layer's own layout (or one sequence (seq_len,
-    input_size)), every quantity laid out (batch, seq_len, hidden_size), without gradients."""
-    check_lstm(lstm)
-    if not -len(lstm.cells) <= layer < len(lstm.cells):
-        raise ValueError(f"layer must name one of the LSTM's {len(lstm.cells)} layer(s), got {layer}")
-    with torch.no_grad():
+    input_size)), every quantity laid out (batch, seq_len, hidden_size), without gradients and in
+    evaluation mode (no dropout between layers)."""
+    check_layer(check_lstm(lstm), layer)
+    with torch.no_grad(), evaluating(lstm):
         steps = lstm.trace(x)[layer]
     if x.dim() == 2:
         return {key: value.unsqueeze(0) for key, value in steps.items()}
@@ -117,6 +141,9 @@ def plot_gates(lstm: LSTM, x: Tensor, *, layer: int = -1, title: str | None = No
         values = steps[name]
         if name == "c":
             values = values / np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12)
+        if name in ("g", "h"):  # bounded by 1 in the textbook cell, not in every variant (niaf, noaf)
+            bound = max(1.0, float(np.abs(values).max()))
+            limits = (-bound, bound)
         image = ax.imshow(values, cmap=colormap, vmin=limits[0], vmax=limits[1], aspect="auto", extent=extent)
         figure.colorbar(image, ax=ax, pad=0.01)
         ax.set(title=label, ylabel="unit")
@@ -146,13 +173,16 @@ class UnitFit:
     """One unit's least-squares fit of its state on the features: coefficients (one per feature, then
     the constant; the smallest such where features are collinear), R² of the fit, `alone`: R² of each
     feature with a constant by itself, and `follows`: the feature that alone explains the state with
-    R² ≥ the threshold (the best such), or None. R² is NaN for a unit whose state never changes."""
+    R² ≥ the threshold when it is the only one, or None; `passing`: every feature that does, best
+    first, so that a tie (two features each explaining the state) shows as one and names neither.
+    R² is NaN for a unit whose state never changes."""
 
     unit: int
     coefficients: dict[str, float]
     r_squared: float
     alone: dict[str, float]
     follows: str | None
+    passing: list[str]
 
 
 def unit_fits(
@@ -167,12 +197,15 @@ def unit_fits(
     """Fit every unit's `state` ("c" or "h") at every step of every sequence of x to the features
     (each (batch, seq_len), e.g. the running count of ones) plus a constant, in float64.
 
-    A unit "follows" a feature only where that feature alone gives R² ≥ `threshold`: over many
+    A unit "follows" a feature only where that feature alone, and no other, gives R² ≥ `threshold`: over many
     sequences features that vary together (ones and zeros read so far, on sequences of one length)
     cannot be told apart by one sequence, and a label at low R² says nothing. ValueError for a
-    feature of another shape or a state that trace does not record."""
+    feature of another shape or with values that are not finite, a threshold outside [0, 1], or a
+    state that trace does not record."""
     if state not in ("c", "h"):
         raise ValueError(f"state must be 'c' or 'h', got {state!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number from 0 to 1, got {threshold!r}")
     if not (
         isinstance(features, dict) and features and all(isinstance(v, Tensor) for v in features.values())
     ):
@@ -184,6 +217,8 @@ def unit_fits(
     for name, values in features.items():
         if tuple(values.shape) != tuple(shape):
             raise ValueError(f"feature {name!r} must have shape {tuple(shape)}, got {tuple(values.shape)}")
+        if not torch.isfinite(values).all():
+            raise ValueError(f"feature {name!r} must hold finite numbers only")
     targets = states.reshape(-1, states.shape[-1]).double().cpu()
     columns = [values.reshape(-1).double().cpu() for values in features.values()]
 
@@ -202,11 +237,13 @@ def unit_fits(
     names = [*features, "constant"]
     fits = []
     for unit in range(targets.shape[1]):
-        best = int(alone[:, unit].argmax())
-        follows = list(features)[best] if bool(alone[best, unit] >= threshold) else None
         coefficients = {name: solution[k, unit].item() for k, name in enumerate(names)}
         single = {name: alone[k, unit].item() for k, name in enumerate(features)}
-        fits.append(UnitFit(unit, coefficients, r_squared[unit].item(), single, follows))
+        passing = sorted(
+            (name for name, value in single.items() if value >= threshold), key=lambda n: -single[n]
+        )
+        follows = passing[0] if len(passing) == 1 else None
+        fits.append(UnitFit(unit, coefficients, r_squared[unit].item(), single, follows, passing))
     return fits
 
 
@@ -217,10 +254,12 @@ def gradient_reach(
     sequences of x, where L = loss_of(h, c) of the last layer's h and c at every step (each laid out
     like the layer's output). The derivatives are those of the very tensors the layer's loop computed
     (its `trace` records), so each counts every path from step t to the loss, the recurrence's too;
-    nothing is accumulated in the parameters' .grad. ValueError for a loss that is not a scalar."""
+    nothing is accumulated in the parameters' .grad; in evaluation mode. ValueError for a loss that is
+    not a scalar and for a layer the LSTM does not have."""
     recorded: list[list[dict[str, Tensor]]] = [[] for _ in check_lstm(lstm).cells]
+    check_layer(lstm, layer)
     x_steps, (h_0, c_0), restore = lstm.prepare(x, None)
-    with torch.enable_grad():
+    with torch.enable_grad(), evaluating(lstm):
         # An input that needs a gradient makes every state need one, frozen parameters or not.
         lstm.run(x_steps.detach().requires_grad_(), h_0, c_0, records=[steps.append for steps in recorded])
         h, c = (restore(torch.stack([steps[key] for steps in recorded[-1]])) for key in ("h", "c"))
@@ -278,10 +317,16 @@ def torch_parity(dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str,
     input (7 steps, batch 5), initial state and upstream gradient for both: the output, h_n and c_n,
     the gradients of the input and initial state, every gate matrix's gradient (PyTorch's row blocks
     in its order i, f, g, o; the one bias against bias_ih, whose gradient equals bias_hh's), and one
-    step of `LSTMCell.from_torch(nn.LSTMCell)`. Keys name the quantity."""
+    step of `LSTMCell.from_torch(nn.LSTMCell)`. Keys name the quantity; a NaN anywhere counts as an
+    infinite difference. Only the CPU's generator is seeded, inside a fork that leaves it as it was.
+    TypeError for a dtype that is not floating and a seed that is not an int."""
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
     generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # drawing the layers leaves the global generator as it was
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # drawing the layers leaves every global generator as it was
+        torch.random.default_generator.manual_seed(seed)  # the CPU's only: torch.manual_seed seeds GPUs too
         reference, reference_cell = nn.LSTM(3, 4, num_layers=2, dtype=dtype), nn.LSTMCell(3, 4, dtype=dtype)
         ours, our_cell = LSTM.from_torch(reference), LSTMCell.from_torch(reference_cell)
     x, upstream = (torch.randn(7, 5, size, generator=generator, dtype=dtype) for size in (3, 4))
@@ -293,30 +338,40 @@ def torch_parity(dtype: torch.dtype = torch.float32, seed: int = 0) -> dict[str,
         ((output * upstream).sum() + h_n.sum() + c_n.square().sum()).backward()
         results.append((output, h_n, c_n, *(tensor.grad for tensor in inputs)))
     names = ("output", "h_n", "c_n", "dL/dx", "dL/dh_0", "dL/dc_0")
-    differences = {name: (a - b).abs().max().item() for name, a, b in zip(names, *results, strict=True)}
+    differences = {name: largest(a - b) for name, a, b in zip(names, *results, strict=True)}
     for layer, cell in enumerate(ours.cells):
         for index, gate in enumerate("ifgo"):
             for kind, theirs in (("W_i", "weight_ih"), ("W_h", "weight_hh"), ("b_", "bias_ih")):
                 expected = getattr(reference, f"{theirs}_l{layer}").grad.chunk(4)[index]
-                difference = (getattr(cell, f"{kind}{gate}").grad - expected).abs().max().item()
-                differences[f"layer {layer}: dL/d{kind}{gate}"] = difference
+                differences[f"layer {layer}: dL/d{kind}{gate}"] = largest(
+                    getattr(cell, f"{kind}{gate}").grad - expected
+                )
     state = (h_0[0], c_0[0])
     steps = zip(reference_cell(x[0], state), our_cell(x[0], state), strict=True)
     for name, (theirs, mine) in zip(("LSTMCell h'", "LSTMCell c'"), steps, strict=True):
-        differences[name] = (theirs - mine).abs().max().item()
+        differences[name] = largest(theirs - mine)
     return differences
+
+
+def largest(difference: Tensor) -> float:
+    """max |difference|, and infinity where any entry is NaN: a NaN must not pass as a small number."""
+    value = difference.abs().max().item()
+    return value if not math.isnan(value) else math.inf
 
 
 def plot_parity(parity: dict[torch.dtype, dict[str, float]]) -> Figure:
     """One bar per quantity of `torch_parity` and dtype, on a log scale beside each dtype's machine
-    epsilon; an exact 0 is drawn at 1e-18 so that it shows."""
+    epsilon; an exact 0 is drawn at 1e-18 so that it shows, an infinite one (a NaN) at 1.
+    ValueError for an empty `parity`."""
+    if not parity:
+        raise ValueError("parity must map at least one dtype to its torch_parity differences")
     floor, names = 1e-18, list(next(iter(parity.values())))
     positions = np.arange(len(names))
     figure = Figure(figsize=(9.5, 8.5), layout="constrained")
     ax = figure.subplots()
     for k, (dtype, differences) in enumerate(parity.items()):
         color, offset = f"C{5 + k}", 0.4 * k - 0.2 * (len(parity) - 1)
-        values = np.maximum([differences[name] for name in names], floor)
+        values = np.clip([differences[name] for name in names], floor, 1)
         ax.barh(positions + offset, values, height=0.4, color=color, label=f"{dtype}: max |difference|")
         ax.axvline(torch.finfo(dtype).eps, color=color, ls="--", lw=1, label=f"{dtype} machine epsilon")
     ax.set(xscale="log", xlim=(floor, 1), yticks=positions, yticklabels=names)
@@ -344,8 +399,11 @@ def variants_table() -> str:
 
 
 def bits_tensor(bits: str) -> Tensor:
-    """A bit string ("0110", spaces allowed) as one sequence (1, seq_len, 1); ValueError otherwise."""
-    text = "".join(bits.split()) if isinstance(bits, str) else None
+    """A bit string ("0110", spaces allowed) as one sequence (1, seq_len, 1), float32 on the CPU;
+    TypeError for anything but a string, ValueError for a string of anything but 0s and 1s."""
+    if not isinstance(bits, str):
+        raise TypeError(f"bits must be a string of 0s and 1s, got {type(bits).__name__}")
+    text = "".join(bits.split())
     if not text or set(text) - {"0", "1"}:
         raise ValueError(f"bits must be a string of 0s and 1s, got {bits!r:.40}")
     return torch.tensor([float(bit) for bit in text]).reshape(1, -1, 1)
@@ -356,16 +414,22 @@ def step_figure(model: nn.Module, bits: str, step: int, *, layer: int = -1) -> F
     above them the bits with the step marked; for a model with a head (`LastStepRegressor`), its
     running prediction beside the running count of ones.
 
-    `model` is the hand-written LSTM (batch_first, one input) or a model holding it as `.lstm`.
-    ValueError for bits that are not 0s and 1s, a step outside the sequence, an LSTM of another input
-    size; TypeError for a model without the hand-written LSTM."""
+    `model` is the hand-written LSTM with one input (any layout, dtype and device) or a model holding
+    it as `.lstm`; it is shown in evaluation mode. ValueError for bits that are not 0s and 1s, a step
+    outside the sequence, an LSTM of another input size; TypeError for bits that are not a string
+    and for a model without the hand-written LSTM."""
     lstm = check_lstm(getattr(model, "lstm", model))
     x = bits_tensor(bits)
-    if lstm.input_size != 1 or not lstm.batch_first:
-        raise ValueError(f"the view reads one bit a step: a batch_first LSTM with input_size 1, got {lstm}")
+    if lstm.input_size != 1:
+        raise ValueError(f"the view reads one bit a step: an LSTM with input_size 1, got {lstm.input_size}")
     if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= x.shape[1]:
         raise ValueError(f"step must be an int from 1 to {x.shape[1]}, got {step!r}")
-    steps = {key: value[0, step - 1].numpy() for key, value in trace_batch_first(lstm, x, layer).items()}
+    like = next(lstm.parameters())
+    layer_x = (
+        x.to(like.device, like.dtype) if lstm.batch_first else x.to(like.device, like.dtype).transpose(0, 1)
+    )
+    traced = trace_batch_first(lstm, layer_x, layer)
+    steps = {key: value[0, step - 1].cpu().double().numpy() for key, value in traced.items()}
     figure = Figure(figsize=(10, 6.5), layout="constrained")
     grid = figure.add_gridspec(3, 3, height_ratios=(1.2, 1, 1))
     top = figure.add_subplot(grid[0, :])
@@ -373,8 +437,9 @@ def step_figure(model: nn.Module, bits: str, step: int, *, layer: int = -1) -> F
     top.bar(t, x[0, :, 0].numpy(), width=0.9, color="0.85", label="a 1 read (grey)")
     top.axvline(step, color="k", lw=1.5)
     if hasattr(model, "head") and hasattr(model, "states"):
-        with torch.no_grad():
-            predicted = model.head(model.states(x)).squeeze(-1)[0].numpy()
+        with torch.no_grad(), evaluating(model):
+            predicted = model.head(model.states(layer_x)).squeeze(-1)
+        predicted = (predicted[0] if lstm.batch_first else predicted[:, 0]).cpu().double().numpy()
         count = x[0, :, 0].cumsum(0).numpy()
         top.step(t, count, where="mid", color="k", label="count of ones so far")
         top.plot(t[:step], predicted[:step], "o-", ms=3, color=COLORS["LSTM"], label="running prediction")
@@ -389,8 +454,9 @@ def step_figure(model: nn.Module, bits: str, step: int, *, layer: int = -1) -> F
         ax = figure.add_subplot(grid[1 + k // 3, k % 3])
         values = steps[name]
         ax.bar(units, values, color=[COLORS["LSTM"] if v >= 0 else "tab:blue" for v in values])
-        bound = max(1.0, float(np.abs(values).max()))  # c is unbounded: its own scale
-        low, high = (-bound, bound) if name == "c" else limits
+        # c is unbounded, and so are g and h in some variants (niaf, noaf): their own scale past 1.
+        bound = max(1.0, float(np.abs(values).max()))
+        low, high = (-bound, bound) if name in ("c", "g", "h") else limits
         ax.set(title=label.split(":")[0].split(",")[0], ylim=(low - 0.05, high + 0.05), xlabel="unit")
     return figure
 

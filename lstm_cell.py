@@ -142,8 +142,9 @@ class LSTMCell(nn.Module):
         return torch.tanh(c_next)
 
     def reset_parameters(self) -> None:
-        """PyTorch's initialization of the gate matrices and biases, uniform in ±1/√hidden_size (so that
-        this cell and nn.LSTMCell start from the same distribution), then forget_bias if given."""
+        """PyTorch's initialization, uniform in ±1/√hidden_size: the gate matrices as nn.LSTMCell draws
+        them, and each gate's one bias as one such draw (nn.LSTMCell adds two, b_ih + b_hh, so its
+        sum spreads √2 wider); then forget_bias if given."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for parameter in gate_parameters(self):
             nn.init.uniform_(parameter, -bound, bound)
@@ -588,7 +589,7 @@ class StackParameters(torch.autograd.Function):
 # SHA-256 of each shipped class's source as this file ships it. tests/test_lstm_cell.py recomputes them;
 # after an intended edit of one of these classes, put in the new values it prints.
 SHIPPED_SOURCE = {
-    "LSTMCell": "0bdd307585e89ca9",
+    "LSTMCell": "129ef77cfa65fc71",
     "PeepholeLSTMCell": "7ebcb6318be34a6a",
     "NoInputGateLSTMCell": "24d87e3e74a10784",
     "NoForgetGateLSTMCell": "2187ea41cd6e78ad",

@@ -195,6 +195,9 @@ def test_unit_fits_with_features_that_add_up_still_fit_and_say_each_alone() -> N
     (fit,) = inspect_lstm.unit_fits(exact_counter(), x, features)
     assert fit.r_squared == pytest.approx(1.0) and fit.follows == "ones"
     assert fit.alone["ones"] == pytest.approx(1.0) and fit.alone["zeros"] < 0.9 and fit.alone["steps"] < 0.9
+    # The smallest coefficients that fit: a·ones + b·zeros + d·steps = ones has a = 2/3, b = −1/3, d = 1/3.
+    coefficients = [fit.coefficients[name] for name in ("ones", "zeros", "steps")]
+    assert coefficients == pytest.approx([2 / 3, -1 / 3, 1 / 3], abs=1e-6)
 
 
 def test_torch_parity_compares_every_output_and_gradient_within_rounding() -> None:
@@ -245,8 +248,11 @@ def test_variants_table_has_a_whole_row_for_every_variant() -> None:
 
 def test_bits_tensor_reads_bits_and_refuses_anything_else() -> None:
     assert inspect_lstm.bits_tensor("01 1").flatten().tolist() == [0.0, 1.0, 1.0]
-    for bad in ("", "012", "  ", None, 101):
+    for bad in ("", "012", "  "):
         with pytest.raises(ValueError, match="0s and 1s"):
+            inspect_lstm.bits_tensor(bad)
+    for bad in (None, 101, b"01"):
+        with pytest.raises(TypeError, match="string"):
             inspect_lstm.bits_tensor(bad)
 
 
@@ -284,8 +290,6 @@ def test_step_figure_takes_an_lstm_alone_and_refuses_what_it_cannot_show() -> No
             inspect_lstm.step_figure(lstm, "10", step)
     with pytest.raises(ValueError, match="input_size 1"):
         inspect_lstm.step_figure(LSTM(2, 2, batch_first=True), "10", 1)
-    with pytest.raises(ValueError, match="input_size 1"):
-        inspect_lstm.step_figure(LSTM(1, 2), "10", 1)
     with pytest.raises(TypeError, match="hand-written"):
         inspect_lstm.step_figure(nn.LSTM(1, 2, batch_first=True), "10", 1)
 
@@ -304,3 +308,100 @@ def test_step_through_updates_from_its_widgets_and_leaves_a_static_figure() -> N
     assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["image/png"]
     header = base64.b64decode(bundle["image/png"][:64])
     assert header[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">I", header[16:20])[0] <= 1000
+
+
+def test_unit_fits_report_a_tie_as_a_tie_and_refuse_what_they_cannot_fit() -> None:
+    x = bits(30, 8)
+    ones = x[..., 0].cumsum(dim=1)
+    (fit,) = inspect_lstm.unit_fits(exact_counter(), x, {"ones": ones, "ones, again": ones.clone()})
+    assert fit.follows is None and sorted(fit.passing) == ["ones", "ones, again"]
+    (fit,) = inspect_lstm.unit_fits(exact_counter(), x, {"ones": ones})
+    assert fit.follows == "ones" and fit.passing == ["ones"]
+    for threshold in (None, -0.1, 1.5, True):
+        with pytest.raises(ValueError, match="threshold"):
+            inspect_lstm.unit_fits(exact_counter(), x, {"ones": ones}, threshold=threshold)
+    broken = ones.clone()
+    broken[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        inspect_lstm.unit_fits(exact_counter(), x, {"ones": broken})
+
+
+def test_layers_are_checked_everywhere() -> None:
+    torch.manual_seed(0)
+    lstm = LSTM(1, 2, num_layers=2, batch_first=True)
+    x = bits(3, 4)
+    for layer in (2, -3, 0.0, "0", True):
+        with pytest.raises(ValueError, match="layer"):
+            inspect_lstm.saturation_shares(lstm, x, layer=layer)
+        with pytest.raises(ValueError, match="layer"):
+            inspect_lstm.gradient_reach(lstm, x, lambda h, c: h.sum(), layer=layer)
+
+
+def test_every_view_is_of_the_model_itself_not_one_draw_of_its_dropout() -> None:
+    torch.manual_seed(0)
+    lstm = LSTM(1, 3, num_layers=2, dropout=0.5, batch_first=True)  # in training mode, as built
+    x = bits(4, 6)
+    first, second = (inspect_lstm.trace_batch_first(lstm, x)["h"] for _ in range(2))
+    assert torch.equal(first, second) and lstm.training  # evaluated without dropout, mode restored
+    reach = [inspect_lstm.gradient_reach(lstm, x, lambda h, c: h[:, -1].sum())["h"] for _ in range(2)]
+    np.testing.assert_array_equal(reach[0], reach[1])
+
+
+@pytest.mark.parametrize("variant, name", [("niaf", "g"), ("noaf", "h")])
+def test_unbounded_gates_and_states_are_drawn_whole(variant: str, name: str) -> None:
+    torch.manual_seed(0)
+    lstm = LSTM(1, 3, batch_first=True, variant=variant)
+    cell = lstm.cells[0]
+    with torch.no_grad():
+        cell.b_g.fill_(2.0)  # niaf: a candidate past ±1; noaf: open gates add it up in h = o ⊙ c
+        for bias in (cell.b_i, cell.b_f, cell.b_o):
+            bias.fill_(10.0)
+    x = inspect_lstm.bits_tensor("111111")
+    values = inspect_lstm.trace_batch_first(lstm, x)[name][0]  # (steps, units)
+    assert values.abs().max() > 1.5
+    figure = inspect_lstm.step_figure(lstm, "111111", 6)
+    panel = next(ax for ax in figure.axes[1:] if ax.get_title().startswith(PANEL_TITLES[name]))
+    low, high = panel.get_ylim()
+    assert low < -values[5].abs().max() and high > values[5].abs().max()
+    heat = inspect_lstm.plot_gates(lstm, x[0])
+    image = next(ax for ax in heat.axes if ax.get_title().startswith(PANEL_TITLES[name])).images[0]
+    assert image.get_clim()[1] >= values.abs().max().item() - 1e-6
+
+
+PANEL_TITLES = {"g": "cell candidate g", "h": "hidden state h"}
+
+
+def test_step_figure_takes_any_layout_dtype_and_a_model_in_float64() -> None:
+    torch.manual_seed(0)
+    first = LSTM(1, 2, batch_first=True, dtype=torch.float64)
+    seq_first = LSTM(1, 2, dtype=torch.float64)
+    seq_first.load_state_dict(first.state_dict())
+    bars = []
+    for lstm in (first, seq_first):
+        figure = inspect_lstm.step_figure(lstm, "0110", 3)
+        bars.append([bar.get_height() for ax in figure.axes[1:] for bar in ax.patches])
+    assert bars[0] == bars[1]
+    expected = first.trace(inspect_lstm.bits_tensor("0110").double())[0]["f"][0, 2]
+    np.testing.assert_allclose(bars[0][2:4], expected.detach().numpy())
+
+
+def test_torch_parity_counts_a_nan_as_infinite_and_refuses_bad_settings(monkeypatch) -> None:
+    import lstm_bptt
+
+    original = lstm_bptt.run_layer
+
+    def poisoned(*args, **kwargs):
+        output, (h, c) = original(*args, **kwargs)
+        return output, (h, c * float("nan"))
+
+    monkeypatch.setattr(lstm_bptt, "run_layer", poisoned)
+    differences = inspect_lstm.torch_parity(torch.float64)
+    assert max(differences.values()) == float("inf")
+    monkeypatch.undo()
+    for dtype in ("float32", torch.int32):
+        with pytest.raises(TypeError, match="dtype"):
+            inspect_lstm.torch_parity(dtype)
+    with pytest.raises(TypeError, match="seed"):
+        inspect_lstm.torch_parity(torch.float32, seed=1.5)
+    with pytest.raises(ValueError, match="at least one"):
+        inspect_lstm.plot_parity({})
