@@ -835,9 +835,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {out_dir / JSON_NAME}; run the same command again to continue."
         )
 
-    return run_until_interrupted(
-        run, lambda _: report(kept()) if kept()["runs"] else "", unit="run", stopped=stopped
-    )
+    def kept_report(_: list) -> str:
+        study = kept()  # read once: the study as the stop left it
+        return report(study) if study["runs"] else ""
+
+    return run_until_interrupted(run, kept_report, unit="run", stopped=stopped)
 
 
 if __name__ == "__main__":
