@@ -57,6 +57,7 @@ from experiment_utils import (
     save_json,
     save_torch,
     start_run,
+    trained_cell,
 )
 
 FIGURE_NAME = "train_binary.png"
@@ -678,9 +679,10 @@ def plot_results(args: argparse.Namespace, result: BinaryCountingResult) -> Figu
     generalization_axes = figure.add_subplot(grid[0, 4:6])
     before_axes = figure.add_subplot(grid[1, 0:3])
     after_axes = figure.add_subplot(grid[1, 3:6], sharex=before_axes, sharey=before_axes)
+    cell = trained_cell(result.model, args.variant, args.batch_size, args.compile)
     figure.suptitle(
-        f"An LSTM ({args.cell} cell, hidden size {args.hidden_size}) trained to count the ones "
-        f"in {args.seq_len} random bits",
+        f"An LSTM of hidden size {args.hidden_size} trained to count the ones in {args.seq_len} random"
+        f" bits: {cell}",
         fontsize=15,
     )
 
@@ -789,8 +791,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" right on ≥ {COUNTED_SHARE:.0%} of {SCAN_SAMPLES} sequences; scanned to"
                 f" {args.max_test_length})"
             )
-        path = lstm_path(result.model, args.batch_size, args.compile)
-        print(f"\nLSTM: the {args.variant} cell, trained by {path}")
+        print(f"\nLSTM: {trained_cell(result.model, args.variant, args.batch_size, args.compile)}")
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
         written = (JSON_NAME, WEIGHTS_NAME) if args.no_figures else (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)

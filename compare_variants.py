@@ -64,12 +64,14 @@ from experiment_utils import (
     Diverged,
     check_out_dir,
     describe_machine,
+    explicit_options,
     markdown_table,
     positive_int,
     run_until_interrupted,
     save_figure,
     save_json,
     thread_count,
+    variant_spec,
 )
 from lstm_cell import VARIANTS
 
@@ -152,10 +154,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--variants",
         nargs="+",
-        choices=tuple(CONDITIONS),
+        type=condition_name,
         default=list(CONDITIONS),
         metavar="NAME",
-        help=f"the variants to train, {BASELINE} always among them (default: all: {' '.join(CONDITIONS)})",
+        help=f"the variants to train, {BASELINE} always among them: built-in names (default: all:"
+        f" {' '.join(CONDITIONS)}) or cells of your own, each a --variant SPEC of the scripts"
+        " (path/to/file.py:ClassName or module:ClassName)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer epochs, data and seeds: under 3 minutes on 2 cores"
@@ -185,19 +189,59 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.seeds = QUICK_SEEDS if args.quick else DEFAULT_SEEDS
     if args.seeds - 1 > MAX_SEED:
         parser.error(f"--seeds: at most {MAX_SEED + 1}, got {args.seeds}")
-    args.variants = [name for name in CONDITIONS if name in set(args.variants) | {BASELINE}]
+    given = set(args.variants) | {BASELINE}
+    own = [name for name in dict.fromkeys(args.variants) if name not in CONDITIONS]
+    args.variants = [name for name in CONDITIONS if name in given] + own
     check_out_dir(parser, args.out_dir)
-    for task, script in TASKS.items():  # the scripts' own checks, before anything is trained
-        script.parse_args(run_argv(args, task, 0, BASELINE, Path(tempfile.gettempdir())))
     previous = load_study(parser, args.out_dir)
-    if args.report_only and previous is None:
-        parser.error(f"--report-only: no study in {args.out_dir} (expected {Path(args.out_dir) / JSON_NAME})")
+    if args.report_only:
+        return settings_of_study(parser, argv, args, previous)
+    for task, script in TASKS.items():  # the scripts' own checks, before anything is trained
+        for condition in args.variants:
+            script.parse_args(run_argv(args, task, 0, condition, Path(tempfile.gettempdir())))
     if previous is not None and previous["config"] != study_config(args):
         parser.error(
             f"--out-dir {args.out_dir} holds a study with other settings"
             f" ({describe_difference(previous, args)}); give the same options to continue it,"
             " or another --out-dir"
         )
+    return args
+
+
+def condition_name(text: str) -> str:
+    """A --variants entry: a name of CONDITIONS, or a --variant SPEC of the scripts that loads."""
+    return text if text in CONDITIONS else variant_spec(text)
+
+
+def condition_settings(condition: str) -> tuple[str, float | None]:
+    """(--variant, --forget-bias) of a condition: CONDITIONS' for a built-in name, (SPEC, None) for a
+    cell of your own."""
+    return CONDITIONS.get(condition, (condition, None))
+
+
+def settings_of_study(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace, study: dict | None
+) -> argparse.Namespace:
+    """--report-only: the settings of the study in --out-dir (its seeds, variants and --quick), which
+    trains nothing; a usage error where there is no study, or where an option given contradicts it."""
+    if study is None:
+        parser.error(f"--report-only: no study in {args.out_dir} (expected {Path(args.out_dir) / JSON_NAME})")
+    try:
+        config = study["config"]
+        stored = {"quick": config["quick"], "seeds": len(config["seeds"])}
+        stored["variants"] = list(config["variants"])
+    except (KeyError, TypeError) as error:
+        parser.error(f"--report-only: {Path(args.out_dir) / JSON_NAME} names no settings ({error!r})")
+    given = explicit_options(parser, argv) & stored.keys()
+    differing = [name for name in sorted(given) if getattr(args, name) != stored[name]]
+    if differing:
+        parser.error(
+            f"--report-only reports the study in {args.out_dir} as it was run ("
+            + "; ".join(f"--{name} {stored[name]} there, {getattr(args, name)} here" for name in differing)
+            + f"); leave out {', '.join(f'--{name}' for name in differing)}"
+        )
+    for name, value in stored.items():
+        setattr(args, name, value)
     return args
 
 
@@ -208,7 +252,7 @@ def task_argv(quick: bool, task: str) -> list[str]:
 
 def run_argv(args: argparse.Namespace, task: str, seed: int, condition: str, out_dir: Path) -> list[str]:
     """The command line of one run: the task's settings, the seed, the variant and a scratch folder."""
-    variant, forget_bias = CONDITIONS[condition]
+    variant, forget_bias = condition_settings(condition)
     argv = [*task_argv(args.quick, task), "--seed", str(seed), "--variant", variant]
     argv += [] if forget_bias is None else ["--forget-bias", str(forget_bias)]
     return [*argv, "--out-dir", str(out_dir)]
@@ -219,7 +263,7 @@ def study_config(args: argparse.Namespace) -> dict:
     return {
         "quick": args.quick,
         "variants": {
-            name: {"variant": CONDITIONS[name][0], "forget_bias": CONDITIONS[name][1]}
+            name: dict(zip(("variant", "forget_bias"), condition_settings(name), strict=True))
             for name in args.variants
         },
         "seeds": list(range(args.seeds)),
@@ -278,7 +322,7 @@ def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
         result = script.train(args, history)
     except Diverged as error:
         diverged = error.epoch
-    variant, forget_bias = CONDITIONS[condition]
+    variant, forget_bias = condition_settings(condition)
     record = {"task": task, "condition": condition, "variant": variant, "forget_bias": forget_bias}
     record |= {"seed": seed, "lstm_path": None, "epochs": len(history), "diverged": diverged}
     record["seconds"] = time.perf_counter() - start
@@ -413,20 +457,28 @@ def format_cell(metric: Metric, summary: dict, condition: str) -> str:
 
 
 def summary_table(study: dict) -> str:
-    """The study as a markdown table: one row per variant, the variant's name first, then the seeds
-    finished per task; each metric as mean ± sd over the seeds with Welch's p against the standard
-    cell; last the parameter counts."""
-    header = ["Variant", "seeds (counting / sine)"]
+    """The study as a markdown table: one row per variant, the variant's name (or SPEC) first, then
+    the seeds finished and the training path per task; each metric as mean ± sd over the seeds with
+    Welch's p against the standard cell; last the parameter counts."""
+    header = ["Variant", "seeds (counting / sine)", "training path (counting / sine)"]
     header += [metric.label for metric in METRICS] + ["parameters (counting / sine)"]
     rows = []
     for condition, by_metric in study["summary"].items():
         seeds = [by_metric[key]["n"] + by_metric[key]["missing"] for key in PARAMETERS.values()]
-        cells = [" / ".join(map(str, seeds))]
+        cells = [" / ".join(map(str, seeds)), training_paths(study, condition)]
         cells += [format_cell(metric, by_metric[metric.key], condition) for metric in METRICS]
         counts = [by_metric[key]["median"] for key in PARAMETERS.values()]
         cells.append(" / ".join("–" if count is None else f"{count:.0f}" for count in counts))
         rows.append([condition, *cells])
     return markdown_table(header, rows)
+
+
+def training_paths(study: dict, condition: str) -> str:
+    """How the condition's runs trained (their "lstm_path"), per task; once where both tasks agree."""
+    runs = [run for run in study["runs"] if run["condition"] == condition and run["lstm_path"]]
+    paths = [", ".join(sorted({run["lstm_path"] for run in runs if run["task"] == task})) for task in TASKS]
+    paths = [path or "–" for path in paths]
+    return paths[0] if len(set(paths)) == 1 else " / ".join(paths)
 
 
 def minor_tick_label(axes, value: float, position: int) -> str:
@@ -521,7 +573,7 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     a study stopped early has compared every variant (with fewer seeds). Within a seed the slowest
     runs go first, so that the cores stay busy: binary counting before the sine wave, the variants
     that autograd differentiates before the standard cell's hand-derived backward pass."""
-    order = sorted(args.variants, key=lambda name: CONDITIONS[name][0] == "standard")
+    order = sorted(args.variants, key=lambda name: condition_settings(name)[0] == "standard")
     return [(task, condition, seed) for seed in range(args.seeds) for task in TASKS for condition in order]
 
 

@@ -20,6 +20,7 @@ from experiment_utils import (
     add_common_arguments,
     finish_parsing,
     run_until_interrupted,
+    trained_cell,
 )
 
 # Quick settings, chosen from measured runs. Binary counting sits on a plateau (predicting the mean
@@ -64,6 +65,7 @@ def run_binary_counting(args: argparse.Namespace) -> str:
         f" valid accuracy {binary_counting.format_accuracy(last['valid_accuracy'])},"
         f" valid loss {binary_counting.format_loss(last['valid_loss'])}\n"
         f"  accuracy at other lengths: {generalization}\n"
+        f"  LSTM: {trained_cell(result.model, settings.variant, settings.batch_size, settings.compile)}\n"
         f"  figure: {figure}"
     )
 
@@ -77,6 +79,7 @@ def run_sine_wave(args: argparse.Namespace) -> str:
     return (
         f"Sine wave ({settings.epochs} epochs): train loss {last['train_loss']:.4f},"
         f" forecast MSE on the held-out 40 points {last['test_loss']:.4f}\n"
+        f"  LSTM: {trained_cell(result.model, settings.variant, settings.batch_size, settings.compile)}\n"
         f"  figures: {figures}"
     )
 

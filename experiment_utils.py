@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
+import importlib
+import importlib.util
 import inspect
 import json
 import math
@@ -30,7 +33,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lstm_cell import LSTM, VARIANTS
+from lstm_cell import LSTM, VARIANTS, LSTMCell
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CELLS = ("custom", "torch")
@@ -181,10 +184,13 @@ def add_common_arguments(
         )
     parser.add_argument(
         "--variant",
-        choices=tuple(VARIANTS),
+        type=variant_spec,
         default="standard",
-        help="the LSTM cell: standard (torch.nn.LSTM's), or one of Greff et al.'s (2017) variants"
-        " (default: standard; see lstm_cell.VARIANTS)",
+        metavar="SPEC",
+        help="the LSTM cell: standard (torch.nn.LSTM's), one of Greff et al.'s (2017) variants"
+        f" ({', '.join(name for name in VARIANTS if name != 'standard')}), or a cell of your own, an"
+        " lstm_cell.LSTMCell subclass named as path/to/file.py:ClassName or module:ClassName (a module"
+        " importable from the working folder); check it first with check_cell.py (default: standard)",
     )
     parser.add_argument(
         "--forget-bias",
@@ -206,25 +212,136 @@ def add_common_arguments(
 
 def config_of(args: argparse.Namespace) -> dict:
     """The settings of a run as plain JSON values (without NOT_SETTINGS: --resume is how a run started,
-    --no-figures what it draws)."""
-    return {
+    --no-figures what it draws), and with a --variant, "cell_class": the class it loaded
+    (`cell_class_name`)."""
+    config = {
         key: value if value is None or isinstance(value, (bool, int, float, list)) else str(value)
         for key, value in vars(args).items()
         if key not in NOT_SETTINGS
     }
+    if "variant" in config:
+        config["cell_class"] = cell_class_name(load_cell_class(config["variant"]))
+    return config
 
 
-def check_cell(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A usage error for a --variant, --forget-bias and --cell that cannot go together."""
-    if args.cell == "torch" and args.variant != "standard":
+# ---------------------------------------------------------------------------------------------------
+# --variant SPEC: a built-in cell, or an LSTMCell subclass of the user's own, in a file or a module.
+
+
+def load_cell_class(spec: str) -> type[LSTMCell]:
+    """The LSTMCell subclass that `spec` names: a key of lstm_cell.VARIANTS ("standard", "cifg", …),
+    "path/to/file.py:ClassName" (a path relative to the working folder, or absolute), or
+    "module:ClassName" (a module importable from the working folder; "ClassName" may be dotted).
+
+    A file is imported once per process, under a module name of its own, so that every SPEC naming it
+    gives the same class. Raises TypeError for a spec that is not a string, and ValueError, one line
+    naming the spec and what was expected, for one that cannot be imported, names nothing, or names
+    something that is not an LSTMCell subclass (an import's own error is quoted, its first line).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"a cell SPEC is a string, got {type(spec).__name__}")
+    if spec in VARIANTS:
+        return VARIANTS[spec]
+    where, colon, name = spec.rpartition(":")
+    if not colon and spec.endswith(".py"):
+        raise ValueError(f"{spec!r} names a file but no class: give {spec}:ClassName")
+    if not colon or not where or not name:
+        raise ValueError(
+            f"{spec!r} is neither a built-in cell ({', '.join(VARIANTS)}) nor path/to/file.py:ClassName"
+            " or module:ClassName"
+        )
+    module = import_file(where) if where.endswith(".py") else import_module(where)
+    found: object = module
+    for part in name.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            raise ValueError(f"{spec!r}: {where} defines no {name}")
+    if not (isinstance(found, type) and issubclass(found, LSTMCell)):
+        kind = f"the class {found.__name__}" if isinstance(found, type) else f"of type {type(found).__name__}"
+        raise ValueError(f"{spec!r}: {name} is {kind}, expected a subclass of lstm_cell.LSTMCell")
+    return found
+
+
+def import_file(where: str) -> object:
+    """The module of the Python file `where`, imported the first time it is asked for."""
+    path = Path(where).resolve()
+    if not path.is_file():
+        raise ValueError(f"no file {where} (looked for {path})")
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    module_name = f"cell_file_{digest}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module  # before running it, as import does (dataclasses look it up)
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException as error:
+        del sys.modules[module_name]
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise ValueError(f"cannot import {where}: {first_line(error)}") from None
+    return module
+
+
+def import_module(name: str) -> object:
+    """importlib.import_module(name), looked for in the working folder first."""
+    folder = os.getcwd()
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and name.startswith(error.name):
+            raise ValueError(f"no module {name} importable from {folder}") from None
+        raise ValueError(f"cannot import {name}: {first_line(error)}") from None
+    except Exception as error:
+        raise ValueError(f"cannot import {name}: {first_line(error)}") from None
+    finally:
+        sys.path.remove(folder)
+
+
+def first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def cell_class_name(cls: type[LSTMCell]) -> str:
+    """Where a cell class comes from, for the record: "module.ClassName" for a class of an importable
+    module (lstm_cell.LSTMCell), "/absolute/path/file.py:ClassName" for one loaded from a file."""
+    module = sys.modules.get(cls.__module__)
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name.startswith("cell_file_") and spec.origin:
+        return f"{spec.origin}:{cls.__qualname__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def variant_spec(text: str) -> str:
+    """A --variant: a SPEC that `load_cell_class` loads (kept as given, which the run records)."""
+    try:
+        load_cell_class(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def check_cell_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error for a --variant, --forget-bias and --cell that cannot go together, and for a cell
+    class that cannot be built with them."""
+    cell_class = load_cell_class(args.variant)
+    if args.cell == "torch" and cell_class is not LSTMCell:
         parser.error(
             f"--cell torch is torch.nn.LSTM, the standard cell; --variant {args.variant} needs --cell custom"
         )
     try:
         with torch.random.fork_rng(devices=[]):  # a trial cell, whose random weights leave no trace
-            VARIANTS[args.variant](1, 1, forget_bias=args.forget_bias)
+            cell_class(1, 1, forget_bias=args.forget_bias)
     except ValueError as error:
         parser.error(f"--forget-bias with --variant {args.variant}: {error}")
+    except Exception as error:  # a cell of the user's own that cannot be built: say so in one line
+        parser.error(
+            f"--variant {args.variant}: {cell_class.__name__}(1, 1, forget_bias={args.forget_bias})"
+            f" fails: {first_line(error)}"
+        )
 
 
 def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path, option: str = "--out-dir") -> None:
@@ -289,6 +406,9 @@ def apply_resume(
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
     stored, history = checkpoint["config"], checkpoint["history"]
+    problem = stored_cell_problem(stored)
+    if problem is not None:
+        parser.error(f"--resume: the run in {args.out_dir} cannot be resumed: {problem}")
     problem = stored_settings_problem(parser, stored)
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
@@ -326,6 +446,22 @@ def apply_resume(
     problem = state_problem(checkpoint, args, resume_keys)
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
+
+
+def stored_cell_problem(stored: dict) -> str | None:
+    """Whether the stored --variant SPEC no longer loads, or loads another class than the run trained
+    (a relative path resumed from another folder, say); None when it loads the same class."""
+    spec = stored.get("variant")
+    if not isinstance(spec, str):
+        return None  # stored_settings_problem names it
+    try:
+        loaded = cell_class_name(load_cell_class(spec))
+    except ValueError as error:
+        return f"its cell, --variant {spec}, no longer loads ({error})"
+    trained = stored.get("cell_class", loaded)  # a run recorded before cell_class: its SPEC alone
+    if loaded != trained:
+        return f"--variant {spec} now loads {loaded}, where the run trained {trained}"
+    return None
 
 
 def stored_settings_problem(parser: argparse.ArgumentParser, stored: dict) -> str | None:
@@ -485,7 +621,7 @@ def finish_parsing(
 ) -> argparse.Namespace:
     """The checks every script makes last: a cell that can be built, a usable --out-dir, then --resume's
     stored settings and checkpoint (which holds `resume_keys` too)."""
-    check_cell(parser, args)
+    check_cell_settings(parser, args)
     check_out_dir(parser, args.out_dir)
     if checkpoint_name is not None:
         apply_resume(parser, argv, args, checkpoint_name, resume_keys)
@@ -626,20 +762,21 @@ def build_model(
     device: torch.device,
     *,
     input_size: int = 1,
-    variant: str = "standard",
+    variant: str | type[LSTMCell] = "standard",
     forget_bias: float | None = None,
     readout: str = "h",
 ) -> LastStepRegressor:
     """The model with the hand-written LSTM, or with torch.nn.LSTM holding the very same initial weights.
 
-    `variant` names the cell (a key of lstm_cell.VARIANTS) and `forget_bias` its initial forget-gate
-    bias (None: PyTorch's initialization). Both choices of `cell` draw the same random numbers, so
-    `--cell custom` and `--cell torch` with one seed start from one point and any difference between
-    their runs comes from the LSTMs themselves. torch.nn.LSTM adds two biases per gate where ours has
-    one; its second bias (zero after `to_torch`) is frozen, or the optimizer would move the gate's
-    total bias twice as fast. `readout` is what the head reads (`LastStepRegressor`). Raises
-    ValueError for an unknown cell, variant or readout, and for `cell="torch"` with a variant or a
-    readout nn.LSTM cannot express (it returns no cell state but the last).
+    `variant` is the cell: a SPEC (`load_cell_class`) or an LSTMCell subclass; `forget_bias` its
+    initial forget-gate bias (None: PyTorch's initialization). Both choices of `cell` draw the same
+    random numbers, so `--cell custom` and `--cell torch` with one seed start from one point and any
+    difference between their runs comes from the LSTMs themselves. torch.nn.LSTM adds two biases per
+    gate where ours has one; its second bias (zero after `to_torch`) is frozen, or the optimizer would
+    move the gate's total bias twice as fast. `readout` is what the head reads (`LastStepRegressor`).
+    Raises ValueError for an unknown cell, a SPEC that does not load, or an unknown readout, and for
+    `cell="torch"` with a variant or a readout nn.LSTM cannot express (it returns no cell state but the
+    last).
     """
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
@@ -650,7 +787,8 @@ def build_model(
             "readout='c' reads the cell state after every step, which torch.nn.LSTM does not return;"
             " use cell='custom'"
         )
-    lstm = LSTM(input_size, hidden_size, batch_first=True, variant=variant, forget_bias=forget_bias)
+    cell_class = load_cell_class(variant) if isinstance(variant, str) else variant
+    lstm = LSTM(input_size, hidden_size, batch_first=True, variant=cell_class, forget_bias=forget_bias)
     model = LastStepRegressor(lstm, readout)
     if cell == "torch":
         model.lstm = model.lstm.to_torch()
@@ -671,6 +809,15 @@ def lstm_path(model: LastStepRegressor, batch_size: int, compiled: bool = False)
     return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path(batch_size)
 
 
+def trained_cell(model: LastStepRegressor, variant: str, batch_size: int, compiled: bool = False) -> str:
+    """What trained, for figure titles and summaries: "the SPEC cell, trained by PATH" (`lstm_path`),
+    or "torch.nn.LSTM (the standard cell)" for --cell torch."""
+    path = lstm_path(model, batch_size, compiled)
+    if path == "torch.nn.LSTM":
+        return f"{path} (the standard cell)"
+    return f"the {variant} cell, trained by {path}"
+
+
 def model_settings(config: dict) -> dict:
     """The settings of `config` (a run's, or vars of its arguments) that `build_model` takes, by name,
     so that a new model option stored in the config reaches every rebuilt model without changes here."""
@@ -684,12 +831,17 @@ def load_model(path: str | Path, config: dict | None = None, device: str = "cpu"
     The weights file holds the model's state_dict only; the settings that shape the model (`--cell`,
     `--hidden-size`, …) come from `config`, by default the "config" of the run's JSON beside it (the
     same name with .json). The model is rebuilt with `build_model`, so it is the very model the
-    script trained, in eval mode on `device`. Raises FileNotFoundError for a missing file, and
-    RuntimeError when the weights do not fit the settings.
+    script trained, in eval mode on `device`; a cell of your own is loaded again from its --variant
+    SPEC. Raises FileNotFoundError for a missing file, ValueError for a SPEC that no longer loads the
+    class the run trained (`stored_cell_problem`), and RuntimeError when the weights do not fit the
+    settings.
     """
     path = Path(path)
     if config is None:
         config = json.loads(path.with_suffix(".json").read_text())["config"]
+    problem = stored_cell_problem(config)
+    if problem is not None:
+        raise ValueError(f"cannot rebuild the model of {path}: {problem}")
     with torch.random.fork_rng(devices=[]):  # the initial weights it draws are overwritten: leave no trace
         model = build_model(**model_settings(config), device=torch.device(device))
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True))

@@ -61,6 +61,7 @@ from experiment_utils import (
     save_json,
     save_torch,
     start_run,
+    trained_cell,
 )
 
 NUM_POINTS = 800  # t = 0 … 799
@@ -328,10 +329,12 @@ def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict
     out_dir = Path(args.out_dir)
     last = result.history[-1]
     if not args.no_figures:
+        cell = trained_cell(result.model, args.variant, args.batch_size, args.compile)
         if last["epoch"] in args.plot_epochs:
-            figure = forecast_figure(result.series, result.forecasts[last["epoch"]], last, args.window)
+            forecasted = result.forecasts[last["epoch"]]
+            figure = forecast_figure(result.series, forecasted, last, args.window, cell)
             save_figure(figure, out_dir / f"sine_epoch{last['epoch']}.png")
-        save_figure(loss_figure(result.history), out_dir / "sine_loss.png")
+        save_figure(loss_figure(result.history, cell), out_dir / "sine_loss.png")
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
@@ -348,8 +351,9 @@ def last_forecast(result: SineResult) -> list[float]:
     return result.forecasts[result.history[-1]["epoch"]].tolist()
 
 
-def forecast_figure(series: Tensor, predicted: Tensor, epoch: dict, window: int) -> Figure:
-    """The true signal with the forecast over the held-out points; below, a close-up of the forecast."""
+def forecast_figure(series: Tensor, predicted: Tensor, epoch: dict, window: int, cell: str = "") -> Figure:
+    """The true signal with the forecast over the held-out points; below, a close-up of the forecast.
+    `cell` says what trained (`trained_cell`), in the title."""
     t = torch.arange(len(series))
     seed_start, end = TRAIN_POINTS - window, len(series)
     figure = Figure(figsize=(10, 6.4), layout="constrained")
@@ -374,11 +378,13 @@ def forecast_figure(series: Tensor, predicted: Tensor, epoch: dict, window: int)
     figure.suptitle(
         f"Epoch {epoch['epoch']}: train loss {epoch['train_loss']:.2g}, "
         f"test loss (MSE of the {len(predicted)}-point forecast) {epoch['test_loss']:.2g}"
+        + (f"\n{cell}" if cell else "")
     )
     return figure
 
 
-def loss_figure(history: list[dict]) -> Figure:
+def loss_figure(history: list[dict], cell: str = "") -> Figure:
+    """Train and test loss per epoch; `cell` says what trained (`trained_cell`), in the title."""
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
@@ -387,7 +393,7 @@ def loss_figure(history: list[dict]) -> Figure:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (log scale)")
-    ax.set_title("Sine wave: loss per epoch")
+    ax.set_title("Sine wave: loss per epoch" + (f"\n{cell}" if cell else ""), fontsize=10)
     ax.legend()
     return figure
 
@@ -425,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         run = {"config": config_of(args), "epochs": history, "generalization": result.generalization}
         print("\nForecasts of signals the model never saw, each from its first window:")
         print(generalization_table(run | {"two_tap_recurrence": result.two_tap_recurrence}))
-        path = lstm_path(result.model, args.batch_size, args.compile)
-        print(f"\nLSTM: the {args.variant} cell, trained by {path}")
+        print(f"\nLSTM: {trained_cell(result.model, args.variant, args.batch_size, args.compile)}")
         if result.compile_seconds is not None:
             print(f"torch.compile: the first training step took {result.compile_seconds:.1f}s")
 
