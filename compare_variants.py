@@ -475,7 +475,7 @@ def summary_table(study: dict) -> str:
 
 def training_paths(study: dict, condition: str) -> str:
     """How the condition's runs trained (their "lstm_path"), per task; once where both tasks agree."""
-    runs = [run for run in study["runs"] if run["condition"] == condition and run["lstm_path"]]
+    runs = [run for run in study["runs"] if run["condition"] == condition and run.get("lstm_path")]
     paths = [", ".join(sorted({run["lstm_path"] for run in runs if run["task"] == task})) for task in TASKS]
     paths = [path or "–" for path in paths]
     return paths[0] if len(set(paths)) == 1 else " / ".join(paths)

@@ -408,7 +408,10 @@ def apply_resume(
     stored, history = checkpoint["config"], checkpoint["history"]
     problem = stored_cell_problem(stored)
     if problem is not None:
-        parser.error(f"--resume: the run in {args.out_dir} cannot be resumed: {problem}")
+        parser.error(
+            f"--resume: the run in {args.out_dir} cannot be resumed: {problem}; restore its cell, or start"
+            " a new run without --resume"
+        )
     problem = stored_settings_problem(parser, stored)
     if problem is not None:
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
