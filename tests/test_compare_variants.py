@@ -27,11 +27,7 @@ TINY_ARGV = {
 }
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -4,19 +4,13 @@ import json
 import os
 
 import pytest
-import torch
 
 import binary_counting
 import demo_script
 import sine_wave_prediction
 from experiment_utils import Terminated
 
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # tests/conftest.py
 
 
 def test_quick_demo_shows_both_models_learning(tmp_path, capsys):
