@@ -276,9 +276,9 @@ def import_file(where: str) -> object:
     sys.modules[module_name] = module  # before running it, as import does (dataclasses look it up)
     try:
         loader_spec.loader.exec_module(module)
-    except BaseException as error:
+    except BaseException as error:  # SystemExit too: a file that exits is no cell, not a finished run
         del sys.modules[module_name]
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        if isinstance(error, KeyboardInterrupt):
             raise
         raise ValueError(f"cannot import {where}: {first_line(error)}") from None
     return module
@@ -294,7 +294,7 @@ def import_module(name: str) -> object:
         if error.name is not None and name.startswith(error.name):
             raise ValueError(f"no module {name} importable from {folder}") from None
         raise ValueError(f"cannot import {name}: {first_line(error)}") from None
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise ValueError(f"cannot import {name}: {first_line(error)}") from None
     finally:
         sys.path.remove(folder)

@@ -183,14 +183,20 @@ def test_a_bad_spec_is_a_usage_error_before_anything_is_written(folder, capsys, 
     assert sorted(path.name for path in folder.iterdir()) == ["broken.py", "my_cells.py", "odd_cells.py"]
 
 
-def test_a_file_that_fails_to_import_is_a_usage_error_quoting_its_error(folder, capsys):
-    (folder / "broken.py").write_text("import no_such_dependency\n")
+@pytest.mark.parametrize(
+    ("source", "quoted"),
+    [
+        ("import no_such_dependency\n", "ModuleNotFoundError: No module named 'no_such_dependency'"),
+        ("raise SystemExit(0)\n", "SystemExit"),  # not a silent exit 0 with nothing trained
+    ],
+)
+@pytest.mark.parametrize("spec", ["broken.py:Cell", "broken:Cell"])
+def test_a_file_that_fails_to_import_is_a_usage_error_quoting_its_error(folder, capsys, source, quoted, spec):
+    (folder / "broken.py").write_text(source)
     with pytest.raises(SystemExit) as stop:
-        binary_counting.main(["--variant", "broken.py:Cell", "--out-dir", "out"])
+        binary_counting.main(["--variant", spec, "--out-dir", "out"])
     assert stop.value.code == 2
-    assert "cannot import broken.py: ModuleNotFoundError: No module named 'no_such_dependency'" in (
-        capsys.readouterr().err
-    )
+    assert f"cannot import {spec.split(':')[0]}: {quoted}" in capsys.readouterr().err
     assert not (folder / "out").exists()
 
 
