@@ -49,10 +49,23 @@ def tiny(script, out_dir: Path, *extra: str) -> list[str]:
     return [*TINY[script], "--out-dir", str(out_dir), *extra]
 
 
-def start(script, *argv: str, cwd: Path = REPOSITORY) -> subprocess.Popen:
-    """The script as a user starts it, on one thread like the tests in this process."""
+# A tiny run can finish all its epochs between two looks at its JSON: a run that must be killed part-way
+# waits this long after writing each epoch's files (its numbers are the script's own).
+PAUSED = (
+    "import sys, time, {name}\n"
+    "write = {name}.write_outputs\n"
+    "def paused(*args, **kwargs):\n    write(*args, **kwargs)\n    time.sleep(1)\n"
+    "{name}.write_outputs = paused\n"
+    "sys.exit({name}.main(sys.argv[1:]))"
+)
+
+
+def start(script, *argv: str, cwd: Path = REPOSITORY, paused: bool = False) -> subprocess.Popen:
+    """The script as a user starts it, on one thread like the tests in this process; `paused`: with a
+    pause after each epoch's files (PAUSED)."""
+    command = ["-c", PAUSED.format(name=script.__name__)] if paused else [f"{script.__name__}.py"]
     return subprocess.Popen(
-        [sys.executable, f"{script.__name__}.py", *argv],
+        [sys.executable, *command, *argv],
         cwd=cwd,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
@@ -204,7 +217,7 @@ def test_kill_9_then_resume_gives_the_epochs_of_an_uninterrupted_run(tmp_path: P
     # and after the last epoch the data generator's draws of the length-generalization sets.
     script = binary_counting
     killed = tmp_path / "killed"
-    process = start(script, *tiny(script, killed, "--epochs", str(WHOLE_RUN_EPOCHS)))
+    process = start(script, *tiny(script, killed, "--epochs", str(WHOLE_RUN_EPOCHS)), paused=True)
     try:
         wait_for_epochs(process, killed / script.JSON_NAME)
         process.kill()
