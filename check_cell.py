@@ -9,7 +9,8 @@ folder). On a small float64 layer of it (2 layers, input 3, hidden 4, 5 steps, b
     stepping        the layer's output, h_n, c_n and every gradient equal those of calling the cell's
                     own forward step by step, in training mode and without gradients
 
-and reports what `LSTM.trace` records, which training path the cell gets at the published sizes and
+and reports what `LSTM.trace` records, whether the cell is random in training mode (dropout: its
+results then vary with the seed), which training path the cell gets at the published sizes and
 why (`LSTM.training_path`), and what a training step costs there against the standard cell. Every
 evaluation draws the same random numbers (a cell with dropout is checked as one function) and starts
 from the cell's buffers as they were (running statistics do not drift between evaluations).
@@ -69,11 +70,12 @@ class CheckFailed(Exception):
 
 
 @contextlib.contextmanager
-def same_randomness(layer: LSTM) -> Iterator[None]:
-    """Every evaluation inside draws the same random numbers and leaves the layer's buffers as they were."""
+def same_randomness(layer: LSTM, seed: int = 0) -> Iterator[None]:
+    """Every evaluation inside draws the random numbers of `seed` and leaves the layer's buffers as they
+    were."""
     buffers = {name: buffer.clone() for name, buffer in layer.named_buffers()}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         try:
             yield
         finally:
@@ -204,6 +206,23 @@ def describe_trace(layer: LSTM, x: Tensor) -> str:
     return f"trace records {keys} for every layer, each {shape} (seq_len, batch, hidden_size)"
 
 
+def describe_randomness(layer: LSTM, x: Tensor) -> str:
+    """Whether the cell is random in training mode (dropout, noise): its output under two seeds."""
+    with torch.no_grad():
+        outputs = []
+        for seed in (1, 2):
+            with same_randomness(layer, seed):
+                outputs.append(layer(x)[0])
+    difference = float((outputs[0] - outputs[1]).abs().max())
+    if difference == 0:
+        return "deterministic in training mode: two random seeds give the same output"
+    return (
+        f"random in training mode: two random seeds' outputs differ by up to {difference:.3g}. The checks"
+        " above give every evaluation the same draw, so they check the cell for one draw; its results"
+        " vary with the seed: compare it over several (compare_variants.py --seeds N)"
+    )
+
+
 def path_reason(cell: LSTMCell, path: str) -> str:
     """Why `path`: from the same tests LSTM.path_of makes."""
     if called_whole(cell):
@@ -285,6 +304,10 @@ def check(spec: str, repeats: int) -> list[tuple[str, str]]:
         except Exception as failure:  # the cell itself raised: that is the finding
             report.append(("FAIL", f"{name}: the cell raised {first_line(failure)}"))
     report.append(("info", describe_trace(layer, values[0])))
+    try:
+        report.append(("info", describe_randomness(layer, values[0])))
+    except Exception as failure:
+        report.append(("FAIL", f"randomness: the cell raised {first_line(failure)}"))
     report += [("info", line) for line in training_paths(cell_class)]
     if all(status != "FAIL" for status, _ in report):
         report += [("info", line) for line in costs(cell_class, repeats)]

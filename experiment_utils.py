@@ -342,6 +342,22 @@ def check_cell_settings(parser: argparse.ArgumentParser, args: argparse.Namespac
             f"--variant {args.variant}: {cell_class.__name__}(1, 1, forget_bias={args.forget_bias})"
             f" fails: {first_line(error)}"
         )
+    try:
+        trial_step(cell_class, args.forget_bias)
+    except Exception as error:  # a cell whose forward or backward raises: before anything is written
+        parser.error(
+            f"--variant {args.variant}: a trial training step of {cell_class.__name__} (a layer of"
+            f" input 1, hidden 2, 2 steps, batch 2, forward and backward) fails: {first_line(error)}"
+        )
+
+
+def trial_step(cell_class: type[LSTMCell], forget_bias: float | None) -> None:
+    """One forward and backward of a tiny layer of `cell_class` on random values, which leave no trace:
+    a cell that raises there would raise in the first epoch, after the run's files were begun."""
+    with torch.random.fork_rng(devices=[]):
+        layer = LSTM(1, 2, variant=cell_class, forget_bias=forget_bias)
+        output, (_, c_n) = layer(torch.randn(2, 2, 1))
+        (output.sum() + c_n.sum()).backward()
 
 
 def check_out_dir(parser: argparse.ArgumentParser, out_dir: Path, option: str = "--out-dir") -> None:

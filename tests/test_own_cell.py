@@ -47,6 +47,20 @@ class WrongGradientCell(LSTMCell):
         return WrongTanh.apply(a["g"])
 
 
+class RaisingCell(LSTMCell):
+    def candidate(self, a):
+        raise RuntimeError("no candidate today")
+
+
+class DropoutCell(LSTMCell):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def candidate(self, a):
+        return self.drop(torch.tanh(a["g"]))
+
+
 not_a_cell = 3
 """
 
@@ -218,6 +232,33 @@ def test_check_cell_passes_the_readme_cell_and_fails_a_wrong_gradient(folder, ca
     assert failed is not None and failed.group(1).split(".")[-1] in ("W_ig", "W_hg", "b_g")
     assert float(failed.group(2)) > 1e-3 and "1 check(s) failed." in report
     assert "ok  the layer equals stepping" in report  # stepping runs the same wrong Function
+
+
+def test_a_cell_that_raises_in_training_is_a_usage_error_quoting_it(folder, capsys):
+    spec = "odd_cells.py:RaisingCell"
+    for main, option in (
+        (binary_counting.main, "--variant"),
+        (sine_wave_prediction.main, "--variant"),
+        (demo_script.main, "--variant"),
+        (compare_variants.main, "--variants"),  # before any worker starts
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main([option, spec, "--out-dir", "out"])
+        assert stop.value.code == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "a trial training step of RaisingCell" in error, (main, error)
+        assert error.endswith("fails: RuntimeError: no candidate today"), (main, error)
+    assert not (folder / "out").exists()
+    assert check_cell.main(["odd_cells.py:RaisingCell", "--repeats", "2"]) == 1  # check_cell's finding
+    assert "FAIL  gradients: the cell raised RuntimeError: no candidate today" in capsys.readouterr().out
+
+
+def test_check_cell_says_a_dropout_cell_is_random_in_training(folder, capsys):
+    assert check_cell.main(["odd_cells.py:DropoutCell", "--repeats", "2"]) == 0
+    report = capsys.readouterr().out
+    assert "info  random in training mode: two random seeds' outputs differ by up to" in report
+    assert check_cell.main([SPEC, "--repeats", "2"]) == 0
+    assert "info  deterministic in training mode" in capsys.readouterr().out
 
 
 def test_check_cell_names_the_shipped_paths():
