@@ -17,7 +17,8 @@ After every epoch --out-dir holds train_binary.png, binary_counting.json, the we
 binary_counting.pt (rebuild the model with `experiment_utils.load_model`) and the checkpoint
 binary_counting.checkpoint.pt that --resume continues from.
 
-Importable: `train(parse_args([]))` runs the experiment and returns a `BinaryCountingResult`.
+Importable: `train(Config())` runs the experiment (or `Config(epochs=5, seed=1)`, any settings) and
+returns a `BinaryCountingResult`.
 """
 
 from __future__ import annotations
@@ -38,16 +39,20 @@ from torch.utils.data import DataLoader, TensorDataset
 from experiment_utils import (
     READOUTS,
     ResumeKeys,
+    RunSettings,
     TrainingRun,
     add_common_arguments,
-    build_model,
     compile_model,
     config_of,
+    configured,
     describe_machine,
     explicit_options,
     finish_parsing,
+    first_line,
+    load_cell_class,
     lstm_path,
     markdown_table,
+    model_of,
     non_negative_float,
     positive_float,
     positive_int,
@@ -59,15 +64,16 @@ from experiment_utils import (
     start_run,
     trained_cell,
 )
+from lstm_cell import LSTM
 
 FIGURE_NAME = "train_binary.png"
 JSON_NAME = "binary_counting.json"
 WEIGHTS_NAME = "binary_counting.pt"  # the model's state_dict after the last finished epoch
 CHECKPOINT_NAME = "binary_counting.checkpoint.pt"  # everything --resume needs
+DEFAULT_OUT_DIR = "runs/binary_counting"  # outside the tracked files: a trial run changes nothing in git
 RESUME_KEYS = ResumeKeys(
     extras=("compile_seconds",), generators=("data", "shuffle"), optimizer="Adam"
 )  # what its checkpoint holds besides make_checkpoint's own
-DEFAULT_OUT_DIR = "runs/binary_counting"  # outside the tracked files: a trial run changes nothing in git
 EVALUATION_BATCH_SIZE = 1000  # no gradients are kept while evaluating, so large batches cost little
 TARGETS = ("final", "every-step")
 SCAN_SAMPLES = 500  # fresh sequences per length in the longest-counted-length scan
@@ -77,34 +83,87 @@ COUNTED_SHARE = 0.99  # a length is counted when at least this share of its sequ
 # Settings
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The settings of a run; the defaults are the published ones. Bad values exit with status 2."""
+@dataclass
+class Config(RunSettings):
+    """The settings of a run; the defaults are the published ones (the original README: 20 epochs of
+    10 000 sequences of 20 bits, 1 000 to validate, batch 16, hidden size 20, Adam at lr 1e-3).
+
+    `train_lengths` (MIN, MAX) trains on mixed lengths and replaces `seq_len`, which becomes MAX.
+    Raises ValueError for settings that cannot go together (`settings_problem`, and RunSettings').
+    """
+
+    seq_len: int = 20
+    train_samples: int = 10000
+    valid_samples: int = 1000  # also the size of each length-generalization set
+    hidden_size: int = 20
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    lengths: list[int] = field(default_factory=lambda: [10, 20, 40])  # tested after training
+    train_lengths: list[int] | None = None
+    target: str = "final"
+    max_test_length: int | None = None
+    readout: str = "h"
+    recurrent_l1: float = 0.0
+    out_dir: Path = Path(DEFAULT_OUT_DIR)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.lengths = sorted(set(self.lengths))
+        if self.train_lengths is not None:
+            shortest, longest = self.train_lengths
+            if shortest > longest:
+                raise ValueError(f"--train-lengths: expected MIN ≤ MAX, got {shortest} {longest}")
+            if self.seq_len not in (longest, Config.seq_len):
+                raise ValueError("--train-lengths MIN MAX replaces --seq-len (which becomes MAX); give one")
+            self.train_lengths, self.seq_len = [shortest, longest], longest
+        problem = settings_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The configuration of a command line; the defaults are Config's, the published ones. Bad values
+    exit with status 2."""
+    defaults = Config()
     parser = argparse.ArgumentParser(
         description="Train an LSTM to count the ones in a sequence of random bits.",
     )
     default = " (default: %(default)s)"
-    parser.add_argument("--seq-len", type=positive_int, default=20, help="bits per sequence" + default)
     parser.add_argument(
-        "--train-samples", type=positive_int, default=10000, help="training sequences" + default
+        "--seq-len", type=positive_int, default=defaults.seq_len, help="bits per sequence" + default
+    )
+    parser.add_argument(
+        "--train-samples",
+        type=positive_int,
+        default=defaults.train_samples,
+        help="training sequences" + default,
     )
     parser.add_argument(
         "--valid-samples",
         type=positive_int,
-        default=1000,
+        default=defaults.valid_samples,
         help="validation sequences, a separate draw; also the size of each length-generalization set"
         + default,
     )
-    parser.add_argument("--hidden-size", type=positive_int, default=20, help="LSTM hidden units" + default)
-    parser.add_argument("--epochs", type=positive_int, default=20, help="passes over the data" + default)
     parser.add_argument(
-        "--batch-size", type=positive_int, default=16, help="sequences per Adam step" + default
+        "--hidden-size", type=positive_int, default=defaults.hidden_size, help="LSTM hidden units" + default
     )
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate" + default)
+    parser.add_argument(
+        "--epochs", type=positive_int, default=defaults.epochs, help="passes over the data" + default
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="sequences per Adam step" + default,
+    )
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate" + default)
     parser.add_argument(
         "--lengths",
         type=positive_int,
         nargs="+",
-        default=[10, 20, 40],
+        default=defaults.lengths,
         metavar="LENGTH",
         help="sequence lengths tested after training: does counting generalize? (default: 10 20 40)",
     )
@@ -112,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--train-lengths",
         type=positive_int,
         nargs=2,
-        default=None,
+        default=defaults.train_lengths,
         metavar=("MIN", "MAX"),
         help="train (and validate) on mixed lengths: each sequence's length drawn uniformly from MIN … MAX;"
         " replaces --seq-len, which becomes MAX (default: every sequence --seq-len bits)",
@@ -120,14 +179,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--target",
         choices=TARGETS,
-        default="final",
+        default=defaults.target,
         help="final: the count after the last bit, as published; every-step: the running count after"
         " every bit, the loss averaged over all steps (default: final)",
     )
     parser.add_argument(
         "--max-test-length",
         type=positive_int,
-        default=None,
+        default=defaults.max_test_length,
         metavar="L",
         help="after training, measure the longest counted length: scan n = 1 … L on"
         f" {SCAN_SAMPLES} fresh sequences each (e.g. 10× the longest training length;"
@@ -136,7 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--readout",
         choices=READOUTS,
-        default="h",
+        default=defaults.readout,
         help="what the linear head reads, at the last step (--target final) or every step (every-step):"
         " h, the last layer's hidden state, as published; or c, its cell state, which is not bounded"
         " by 1 as h = o ⊙ tanh(c) is (needs --cell custom, without --compile; default: h)",
@@ -144,7 +203,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--recurrent-l1",
         type=penalty_weight,
-        default=0.0,
+        default=defaults.recurrent_l1,
         metavar="λ",
         help="add λ · Σ|W_h*|, an L1 penalty on the recurrent weights (every gate's W_h), to the training"
         f" loss, 0 ≤ λ ≤ {MAX_RECURRENT_L1:.2g}; the MSE and the penalty are reported apart"
@@ -162,31 +221,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seq_len = longest
     args = finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
     # After --resume has taken in the stored settings, so that an edited checkpoint is refused too.
-    problem = settings_problem(args)
-    if problem is not None:
-        parser.error(
-            f"--resume: the run in {args.out_dir} cannot be resumed: {problem}" if args.resume else problem
-        )
-    return args
+    return configured(parser, Config, args)
 
 
-def settings_problem(args: argparse.Namespace) -> str | None:
+def settings_problem(config: Config) -> str | None:
     """Why the settings cannot go together, or None."""
-    if args.compile and (args.train_lengths is not None or args.target != "final"):
+    if config.compile and (config.train_lengths is not None or config.target != "final"):
         return (
             "--compile compiles the model's read-out after the last step only; leave it out with"
             " --train-lengths or --target every-step"
         )
-    if args.readout == "c" and args.cell == "torch":
+    if config.readout == "c" and config.cell == "torch":
         return (
             "--readout c reads the cell state after every step, and torch.nn.LSTM (--cell torch) returns"
             " the last one only; use --cell custom"
         )
-    if args.readout == "c" and args.compile:
+    if config.readout == "c" and config.compile:
         return (
             "--readout c reads the cell state through LSTM.trace, which the layer cannot record under"
             " torch.compile; leave out --compile"
         )
+    if config.readout == "c":
+        try:
+            with torch.random.fork_rng(devices=[]):  # a trial layer, whose random weights leave no trace
+                LSTM(1, 1, variant=load_cell_class(config.variant)).trace(torch.zeros(1, 1, 1))
+        except Exception as error:  # a cell the layer calls whole: trace cannot read its c
+            return f"--readout c reads the cell state through LSTM.trace: {first_line(error)}"
     return None
 
 
@@ -459,42 +519,37 @@ class BinaryCountingResult:
     longest_counted_length: int | None = None
 
 
-def train(args: argparse.Namespace, history: list[dict] | None = None) -> BinaryCountingResult:
-    """Train with the settings `args`; append one dict per finished epoch to `history`.
+def train(config: Config, history: list[dict] | None = None) -> BinaryCountingResult:
+    """Train with the settings `config`; append one dict per finished epoch to `history`.
 
     The output files are rewritten after every epoch, so an interrupted run keeps what it finished;
-    with `args.resume` the run continues from its checkpoint in args.out_dir, and every epoch after
+    with `config.resume` the run continues from its checkpoint in config.out_dir, and every epoch after
     it equals that of the run never interrupted. Raises Diverged after an epoch whose training loss
     is not finite, and OutputError when a file cannot be written.
     """
     history = [] if history is None else history
-    device = start_run(args)
+    device = start_run(config)
 
     # Data and shuffling draw from their own generators, the weights from the global one: the same
     # seed gives the same data and batches with either --cell.
     train_dataset, valid_dataset, data_generator = make_datasets(
-        args.seed, args.seq_len, args.train_samples, args.valid_samples, args.train_lengths
+        config.seed, config.seq_len, config.train_samples, config.valid_samples, config.train_lengths
     )
-    shuffle_generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(train_dataset, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(
+        train_dataset, batch_size=config.batch_size, shuffle=True, generator=shuffle_generator
+    )
 
-    model = build_model(
-        args.cell,
-        args.hidden_size,
-        device,
-        variant=args.variant,
-        forget_bias=args.forget_bias,
-        readout=args.readout,
-    )
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model = model_of(config, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     predictions_before = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
     result = BinaryCountingResult(model, history, valid_dataset, predictions_before, predictions_before)
     # Only training steps run compiled; evaluation uses the same parameters uncompiled, so that
     # other batch sizes and sequence lengths cause no recompilation.
-    train_model = compile_model(model) if args.compile else model
+    train_model = compile_model(model) if config.compile else model
     generators = {"data": data_generator, "shuffle": shuffle_generator}
     run = TrainingRun(
-        args, device, model, optimizer, generators, history, Path(args.out_dir) / CHECKPOINT_NAME
+        config, device, model, optimizer, generators, history, Path(config.out_dir) / CHECKPOINT_NAME
     )
 
     def restore(checkpoint: dict) -> None:
@@ -508,8 +563,8 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         for x, y, *lengths in run.batches(loader, epoch):
             x, y = x.to(device), y.to(device)
             lengths = lengths[0].to(device) if lengths else None
-            loss, accuracy = batch_loss(train_model, x, y, lengths, args.target)
-            penalty = recurrent_penalty(model, args.recurrent_l1)
+            loss, accuracy = batch_loss(train_model, x, y, lengths, config.target)
+            penalty = recurrent_penalty(model, config.recurrent_l1)
             optimizer.zero_grad(set_to_none=True)
             (loss + penalty).backward()
             optimizer.step()
@@ -520,10 +575,10 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
         train_accuracy = torch.stack(batch_accuracies).mean().item()
 
         result.predictions_after = predict(model, valid_dataset, EVALUATION_BATCH_SIZE)
-        if args.target == "final":
+        if config.target == "final":
             valid_loss, valid_accuracy = score(result.predictions_after, valid_dataset.tensors[1])
         else:
-            valid_loss, valid_accuracy = evaluate_target(model, valid_dataset, args.target)
+            valid_loss, valid_accuracy = evaluate_target(model, valid_dataset, config.target)
         epoch_results = {
             "epoch": epoch,
             "train_loss": train_loss,  # the MSE alone, as published, also with --recurrent-l1
@@ -532,24 +587,26 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> Binary
             "valid_accuracy": valid_accuracy,
             "seconds": time.perf_counter() - start,
         }
-        if args.recurrent_l1 > 0:  # the mean over the epoch's steps of λ · Σ|W_h*|, which the MSE leaves out
+        if (
+            config.recurrent_l1 > 0
+        ):  # the mean over the epoch's steps of λ · Σ|W_h*|, which the MSE leaves out
             epoch_results["train_penalty"] = torch.stack(batch_penalties).mean().item()
         result.compile_seconds = run.compile_seconds
         run.commit(
             epoch_results,
             train_loss + epoch_results.get("train_penalty", 0.0),
-            lambda checkpoint: write_outputs(args, result, checkpoint),
-            epoch_line(epoch_results, args.epochs),
+            lambda checkpoint: write_outputs(config, result, checkpoint),
+            epoch_line(epoch_results, config.epochs),
         )
 
     result.length_generalization = length_generalization(
-        model, args.lengths, args.valid_samples, data_generator
+        model, config.lengths, config.valid_samples, data_generator
     )
-    if args.max_test_length is not None:  # drawn last, so the sets above are those of a run without it
-        accuracy = counting_accuracy_by_length(model, args.max_test_length, data_generator)
+    if config.max_test_length is not None:  # drawn last, so the sets above are those of a run without it
+        accuracy = counting_accuracy_by_length(model, config.max_test_length, data_generator)
         result.accuracy_by_length = accuracy.tolist()
         result.longest_counted_length = longest_counted_length(accuracy)
-    write_outputs(args, result)
+    write_outputs(config, result)
     return result
 
 
@@ -612,12 +669,12 @@ PUBLISHED = {
 }
 
 
-def uses_published_settings(args: argparse.Namespace) -> bool:
+def uses_published_settings(config: Config) -> bool:
     """Whether the run's experiment settings are the published ones (seed, device and cell aside)."""
-    published = parse_args([])
+    published = Config()
     settings = ("seq_len", "train_samples", "valid_samples", "hidden_size", "epochs", "batch_size", "lr")
     settings += ("train_lengths", "target", "readout", "recurrent_l1")
-    return all(getattr(args, name) == getattr(published, name) for name in settings)
+    return all(getattr(config, name) == getattr(published, name) for name in settings)
 
 
 def comparison_table(history: list[dict]) -> str:
@@ -643,17 +700,15 @@ def generalization_table(generalization: dict[str, dict]) -> str:
     return markdown_table(header, rows)
 
 
-def write_outputs(
-    args: argparse.Namespace, result: BinaryCountingResult, checkpoint: dict | None = None
-) -> None:
-    """Write the run so far into args.out_dir, each file atomically: the figure, the weights, the
+def write_outputs(config: Config, result: BinaryCountingResult, checkpoint: dict | None = None) -> None:
+    """Write the run so far into config.out_dir, each file atomically: the figure, the weights, the
     checkpoint (when given: only at the end of an epoch, where --resume can start) and the JSON last,
     so that the JSON never lists an epoch whose checkpoint is not yet written."""
-    out_dir = Path(args.out_dir)
+    out_dir = Path(config.out_dir)
     results = {
-        "config": config_of(args),
+        "config": config_of(config),
         "machine": describe_machine(),
-        "lstm_path": lstm_path(result.model, args.batch_size, args.compile),
+        "lstm_path": lstm_path(result.model, config.batch_size, config.compile),
         "epochs": result.history,
         "length_generalization": result.length_generalization,
     }
@@ -662,15 +717,15 @@ def write_outputs(
     if result.longest_counted_length is not None:
         results["longest_counted_length"] = result.longest_counted_length
         results["accuracy_by_length"] = result.accuracy_by_length  # entry n − 1: n-bit sequences
-    if not args.no_figures:
-        save_figure(plot_results(args, result), out_dir / FIGURE_NAME)
+    if not config.no_figures:
+        save_figure(plot_results(config, result), out_dir / FIGURE_NAME)
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
     save_json(results, out_dir / JSON_NAME)
 
 
-def plot_results(args: argparse.Namespace, result: BinaryCountingResult) -> Figure:
+def plot_results(config: Config, result: BinaryCountingResult) -> Figure:
     """Loss and accuracy per epoch, length generalization, and predicted vs true count before and after."""
     figure = Figure(figsize=(16, 9.5), layout="constrained")
     grid = figure.add_gridspec(2, 6)
@@ -679,9 +734,9 @@ def plot_results(args: argparse.Namespace, result: BinaryCountingResult) -> Figu
     generalization_axes = figure.add_subplot(grid[0, 4:6])
     before_axes = figure.add_subplot(grid[1, 0:3])
     after_axes = figure.add_subplot(grid[1, 3:6], sharex=before_axes, sharey=before_axes)
-    cell = trained_cell(result.model, args.variant, args.batch_size, args.compile)
+    cell = trained_cell(result.model, config.variant, config.batch_size, config.compile)
     figure.suptitle(
-        f"An LSTM of hidden size {args.hidden_size} trained to count the ones in {args.seq_len} random"
+        f"An LSTM of hidden size {config.hidden_size} trained to count the ones in {config.seq_len} random"
         f" bits: {cell}",
         fontsize=15,
     )
@@ -710,12 +765,12 @@ def plot_results(args: argparse.Namespace, result: BinaryCountingResult) -> Figu
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
 
-    plot_generalization(generalization_axes, result.length_generalization, args.seq_len)
+    plot_generalization(generalization_axes, result.length_generalization, config.seq_len)
 
     counts = result.valid_dataset.tensors[1]
-    plot_predictions(before_axes, counts, result.predictions_before, args.seq_len)
+    plot_predictions(before_axes, counts, result.predictions_before, config.seq_len)
     before_axes.set_title("Before training: predicted vs true count on the validation set")
-    plot_predictions(after_axes, counts, result.predictions_after, args.seq_len)
+    plot_predictions(after_axes, counts, result.predictions_after, config.seq_len)
     after_axes.set_title(
         f"After {len(result.history)} epoch(s): predicted vs true count on the validation set"
     )
@@ -775,27 +830,27 @@ def plot_generalization(axes, generalization: dict[str, dict], seq_len: int) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    config = parse_args(argv)
 
     def run(history: list[dict]) -> None:
-        result = train(args, history)
+        result = train(config, history)
         print(report(history))
-        if uses_published_settings(args):
+        if uses_published_settings(config):
             print("\nThe published results / this run:")
             print(comparison_table(history))
-        print(f"\nLength generalization (trained on {args.seq_len} bits):")
+        print(f"\nLength generalization (trained on {config.seq_len} bits):")
         print(generalization_table(result.length_generalization))
         if result.longest_counted_length is not None:
             print(
                 f"\nLongest counted length: {result.longest_counted_length} (every length up to it counted"
                 f" right on ≥ {COUNTED_SHARE:.0%} of {SCAN_SAMPLES} sequences; scanned to"
-                f" {args.max_test_length})"
+                f" {config.max_test_length})"
             )
-        print(f"\nLSTM: {trained_cell(result.model, args.variant, args.batch_size, args.compile)}")
+        print(f"\nLSTM: {trained_cell(result.model, config.variant, config.batch_size, config.compile)}")
         if result.compile_seconds is not None:
             print(f"\ntorch.compile: the first training step took {result.compile_seconds:.1f}s")
-        written = (JSON_NAME, WEIGHTS_NAME) if args.no_figures else (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)
-        print(f"\nWrote {', '.join(str(args.out_dir / name) for name in written)}")
+        written = (JSON_NAME, WEIGHTS_NAME) if config.no_figures else (FIGURE_NAME, JSON_NAME, WEIGHTS_NAME)
+        print(f"\nWrote {', '.join(str(config.out_dir / name) for name in written)}")
 
     return run_until_interrupted(run, report)
 

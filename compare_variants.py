@@ -5,8 +5,9 @@ thousands of times on speech, handwriting and music. They found that coupling th
 gates (CIFG) or removing the peepholes costs nothing, while removing the forget gate (NFG) or the
 output activation (NOAF) hurts significantly. This script asks the same of our two small tasks: it
 trains every variant in `lstm_cell.VARIANTS`, plus the standard cell with `--forget-bias 1`, with
-several seeds on binary counting and on the sine wave at their published settings. Every run calls
-the scripts' own `parse_args` and `train`, so what is compared is exactly what they train.
+several seeds on binary counting and on the sine wave at their published settings. Every run is a
+configuration of its script (its `Config`) trained by the script's own `train`, so what is compared
+is exactly what the scripts train.
 
     python compare_variants.py                      # the full study, 5 seeds, outputs in runs/variants/
     python compare_variants.py --out-dir figures    # the same, regenerating the committed results
@@ -44,7 +45,7 @@ import textwrap
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -62,9 +63,11 @@ from experiment_utils import (
     TERMINATED_EXIT_STATUS,
     WRITE_FAILED_EXIT_STATUS,
     Diverged,
+    cell_source,
     check_out_dir,
     describe_machine,
     explicit_options,
+    load_cell_class,
     markdown_table,
     positive_int,
     run_until_interrupted,
@@ -93,13 +96,13 @@ TASKS = {"binary_counting": binary_counting, "sine_wave": sine_wave_prediction}
 # share the cores), no progress bars, no figures (nobody looks at the figures of a study's 90 runs,
 # and drawing them after every epoch took about a quarter of a binary-counting run), and the CPU
 # (models this small gain nothing from a GPU).
-COMMON_ARGV = ["--threads", "1", "--quiet", "--no-figures", "--device", "cpu"]
-TASK_ARGV: dict[str, list[str]] = {"binary_counting": [], "sine_wave": []}
+COMMON_SETTINGS = {"threads": 1, "quiet": True, "no_figures": True, "device": "cpu"}
+TASK_SETTINGS: dict[str, dict] = {"binary_counting": {}, "sine_wave": {}}  # each script's Config defaults
 # --quick: a trial that finishes in under 3 minutes on 2 cores. It learns little (binary counting
 # needs ~1 500 Adam steps to leave its first plateau), but every run, file and statistic is made.
-QUICK_ARGV = {
-    "binary_counting": ["--epochs", "2", "--train-samples", "2000", "--valid-samples", "200"],
-    "sine_wave": ["--epochs", "2", "--batch-size", "8", "--lr", "0.08"],
+QUICK_SETTINGS = {
+    "binary_counting": {"epochs": 2, "train_samples": 2000, "valid_samples": 200},
+    "sine_wave": {"epochs": 2, "batch_size": 8, "lr": 0.08},
 }
 QUICK_SEEDS = 2
 DEFAULT_SEEDS = 5
@@ -135,8 +138,28 @@ PARAMETERS = {"binary_counting": "counting_parameters", "sine_wave": "sine_param
 # Settings
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The study's settings; bad values, and an --out-dir holding another study, exit with status 2."""
+@dataclass
+class Config:
+    """The study's settings; the defaults are the committed study's: every condition, 5 seeds, the
+    scripts' published settings. `seeds` None: DEFAULT_SEEDS, or QUICK_SEEDS with `quick`."""
+
+    seeds: int | None = None
+    variants: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    quick: bool = False
+    workers: int = os.cpu_count() or 1
+    out_dir: Path = Path(DEFAULT_OUT_DIR)
+    quiet: bool = False
+    report_only: bool = False
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        if self.seeds is None:
+            self.seeds = QUICK_SEEDS if self.quick else DEFAULT_SEEDS
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    """The study's settings from a command line; bad values, and an --out-dir holding another study,
+    exit with status 2."""
     parser = argparse.ArgumentParser(
         description="Train every LSTM variant with several seeds on both tasks and compare them.",
         epilog="exit status: 0 finished; 2 usage error (before anything is written);"
@@ -195,17 +218,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     check_out_dir(parser, args.out_dir)
     previous = load_study(parser, args.out_dir)
     if args.report_only:
-        return settings_of_study(parser, argv, args, previous)
-    for task, script in TASKS.items():  # the scripts' own checks, before anything is trained
+        return Config(**vars(settings_of_study(parser, argv, args, previous)))
+    for task in TASKS:  # the scripts' own checks, before anything is trained
         for condition in args.variants:
-            script.parse_args(run_argv(args, task, 0, condition, Path(tempfile.gettempdir())))
+            try:
+                run_config(args, task, 0, condition, Path(tempfile.gettempdir()))
+            except ValueError as error:
+                parser.error(str(error))
     if previous is not None and previous["config"] != study_config(args):
         parser.error(
             f"--out-dir {args.out_dir} holds a study with other settings"
             f" ({describe_difference(previous, args)}); give the same options to continue it,"
             " or another --out-dir"
         )
-    return args
+    return Config(**vars(args))
 
 
 def condition_name(text: str) -> str:
@@ -245,29 +271,47 @@ def settings_of_study(
     return args
 
 
-def task_argv(quick: bool, task: str) -> list[str]:
+def task_settings(quick: bool, task: str) -> dict:
     """The settings of every run of `task` in the study: the published ones, or --quick's."""
-    return COMMON_ARGV + TASK_ARGV[task] + (QUICK_ARGV[task] if quick else [])
+    return COMMON_SETTINGS | TASK_SETTINGS[task] | (QUICK_SETTINGS[task] if quick else {})
 
 
-def run_argv(args: argparse.Namespace, task: str, seed: int, condition: str, out_dir: Path) -> list[str]:
-    """The command line of one run: the task's settings, the seed, the variant and a scratch folder."""
+def as_argv(settings: dict) -> list[str]:
+    """The command-line options of the task script that give `settings` (the study records them)."""
+    argv = []
+    for name, value in settings.items():
+        option = "--" + name.replace("_", "-")
+        argv += [option] if value is True else [option, str(value)]
+    return argv
+
+
+def run_config(args: argparse.Namespace, task: str, seed: int, condition: str, out_dir: Path):
+    """The configuration (the task script's `Config`) of one run: the task's settings, the seed, the
+    condition's cell and a scratch folder. Raises ValueError for a cell that cannot train."""
     variant, forget_bias = condition_settings(condition)
-    argv = [*task_argv(args.quick, task), "--seed", str(seed), "--variant", variant]
-    argv += [] if forget_bias is None else ["--forget-bias", str(forget_bias)]
-    return [*argv, "--out-dir", str(out_dir)]
+    settings = task_settings(args.quick, task)
+    return TASKS[task].Config(
+        **settings, seed=seed, variant=variant, forget_bias=forget_bias, out_dir=out_dir
+    )
+
+
+def condition_record(condition: str) -> dict:
+    """What a condition trains: its --variant and --forget-bias, and for a cell of your own the SHA-256
+    of its file (`cell_source`), so that a study continued with an edited cell, or another file of
+    the same name, is refused rather than mixed."""
+    variant, forget_bias = condition_settings(condition)
+    record = {"variant": variant, "forget_bias": forget_bias}
+    digest = cell_source(load_cell_class(variant))
+    return record if digest is None else record | {"cell_source": digest}
 
 
 def study_config(args: argparse.Namespace) -> dict:
     """What makes two studies the same study (where and how fast they run does not)."""
     return {
         "quick": args.quick,
-        "variants": {
-            name: dict(zip(("variant", "forget_bias"), condition_settings(name), strict=True))
-            for name in args.variants
-        },
+        "variants": {name: condition_record(name) for name in args.variants},
         "seeds": list(range(args.seeds)),
-        "argv": {task: task_argv(args.quick, task) for task in TASKS},
+        "argv": {task: as_argv(task_settings(args.quick, task)) for task in TASKS},
     }
 
 
@@ -304,17 +348,16 @@ def run_id(task: str, condition: str, seed: int) -> str:
     return f"{task}/{condition}/seed {seed}"
 
 
-def train_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
-    """Train one run with the task script's own parse_args and train; return its record.
+def train_run(task: str, condition: str, seed: int, config) -> dict:
+    """Train one run, the task script's `Config` `config`, with the script's own train; return its record.
 
     The record: "task", "condition", "variant", "forget_bias", "seed", "lstm_path", "epochs" (finished),
     "diverged" (the epoch whose training loss was not finite, or None), "seconds" (wall time) and
     "metrics" (METRICS of the task and the parameter count; None where a diverged run has no value).
-    The script's own files go to the --out-dir in `argv`, a scratch folder. Raises OutputError when a
-    file cannot be written.
+    The script's own files go to config.out_dir, a scratch folder. Raises OutputError when a file
+    cannot be written.
     """
-    script = TASKS[task]
-    args = script.parse_args(argv)
+    script, args = TASKS[task], config
     start = time.perf_counter()
     history: list[dict] = []
     result, diverged = None, None
@@ -757,7 +800,7 @@ def seeds_finished(study: dict) -> tuple[int, int]:
 
 
 def run_jobs(
-    jobs: list[tuple[str, str, int, list[str]]], workers: int, finished: Callable[[dict], None]
+    jobs: list[tuple[str, str, int, object]], workers: int, finished: Callable[[dict], None]
 ) -> None:
     """Train every job, `workers` at a time in their own processes (spawned, so nothing of this
     process's state is inherited), and hand each record to `finished` as it ends.
@@ -824,9 +867,10 @@ def run_study(args: argparse.Namespace) -> dict:
                 f" {metrics}"
             )
 
+    # Run folders named by position, not by the condition: a SPEC is a path, which may hold "/" or "..".
     jobs = [
-        (task, condition, seed, run_argv(args, task, seed, condition, scratch / f"{task}-{condition}-{seed}"))
-        for task, condition, seed in planned
+        (task, condition, seed, run_config(args, task, seed, condition, scratch / f"run{number}"))
+        for number, (task, condition, seed) in enumerate(planned)
         if run_id(task, condition, seed) not in done
     ]
     try:

@@ -4,8 +4,9 @@
     python demo_script.py --full    # the published settings of both experiments
 
 It calls the training scripts' own functions, so what it shows is what they run, and passes its
-options on to both: a bad value is a usage error before either trains, SIGTERM stops it as Ctrl-C
-does, and both write their figures, JSON, weights and checkpoints into the one --out-dir.
+options on to both (it builds each script's `Config`): a bad value is a usage error before either
+trains, SIGTERM stops it as Ctrl-C does, and both write their figures, JSON, weights and
+checkpoints into the one --out-dir.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import binary_counting
 import sine_wave_prediction
 from experiment_utils import (
+    RunSettings,
     add_common_arguments,
+    configured,
     finish_parsing,
     run_until_interrupted,
     trained_cell,
@@ -28,30 +33,40 @@ from experiment_utils import (
 # published 10 000 sequences and stops after 6 epochs, when validation accuracy is above 99 %.
 # The sine wave takes 8 windows per SGD step with 8× the learning rate: a tenth of the steps of the
 # published batch-1 run, nearly the same loss curve.
-QUICK_BINARY_COUNTING = ["--epochs", "6"]
-QUICK_SINE_WAVE = ["--batch-size", "8", "--lr", "0.08"]
+QUICK_BINARY_COUNTING = {"epochs": 6}
+QUICK_SINE_WAVE = {"batch_size": 8, "lr": 0.08}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass
+class Config(RunSettings):
+    """The demo's settings: both experiments' quick settings, or with `full` their published ones,
+    and the settings they share. Two experiments in one go leave nothing for `resume` to continue."""
+
+    full: bool = False
+    out_dir: Path = Path("runs/demo")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resume:
+            raise ValueError("the demo runs two experiments in one go and has no --resume")
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
     parser = argparse.ArgumentParser(description="Train both experiments quickly and save their figures.")
     parser.add_argument("--full", action="store_true", help="run both at their published settings instead")
-    # Two experiments in one go: nothing for --resume to continue, so the demo has none.
-    add_common_arguments(parser, default_out_dir="runs/demo", resumable=False)
-    return finish_parsing(parser, argv, parser.parse_args(argv))
+    add_common_arguments(parser, default_out_dir=str(Config.out_dir), resumable=False)
+    return configured(parser, Config, finish_parsing(parser, argv, parser.parse_args(argv)))
 
 
-def experiment_argv(args: argparse.Namespace, quick_settings: list[str]) -> list[str]:
-    """The command line of one experiment: its quick settings (unless --full) and the shared options."""
-    argv = [] if args.full else list(quick_settings)
-    argv += ["--seed", str(args.seed), "--device", str(args.device), "--cell", args.cell]
-    argv += ["--threads", str(args.threads), "--out-dir", str(args.out_dir), "--variant", args.variant]
-    argv += [] if args.forget_bias is None else ["--forget-bias", str(args.forget_bias)]
-    flags = ("--compile", "--quiet", "--no-figures")
-    return argv + [flag for flag in flags if getattr(args, flag.lstrip("-").replace("-", "_"))]
+def experiment_config(config: Config, script, quick_settings: dict):
+    """One experiment's configuration (`script.Config`): its quick settings (unless `full`) and the
+    settings the demo shares with it."""
+    shared = {field.name: getattr(config, field.name) for field in fields(RunSettings)}
+    return script.Config(**shared, **({} if config.full else quick_settings))
 
 
-def run_binary_counting(args: argparse.Namespace) -> str:
-    settings = binary_counting.parse_args(experiment_argv(args, QUICK_BINARY_COUNTING))
+def run_binary_counting(args: Config) -> str:
+    settings = experiment_config(args, binary_counting, QUICK_BINARY_COUNTING)
     result = binary_counting.train(settings)
     figure = "none (--no-figures)" if settings.no_figures else settings.out_dir / binary_counting.FIGURE_NAME
     last = result.history[-1]
@@ -70,8 +85,8 @@ def run_binary_counting(args: argparse.Namespace) -> str:
     )
 
 
-def run_sine_wave(args: argparse.Namespace) -> str:
-    settings = sine_wave_prediction.parse_args(experiment_argv(args, QUICK_SINE_WAVE))
+def run_sine_wave(args: Config) -> str:
+    settings = experiment_config(args, sine_wave_prediction, QUICK_SINE_WAVE)
     result = sine_wave_prediction.train(settings)
     last = result.history[-1]
     figures = ", ".join(str(settings.out_dir / f"sine_epoch{epoch}.png") for epoch in settings.plot_epochs)

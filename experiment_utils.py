@@ -12,7 +12,6 @@ import copy
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +125,50 @@ def available_device(text: str) -> torch.device:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+@dataclass
+class RunSettings:
+    """The settings every script shares, the fields of each script's configuration (`Config`): which
+    cell, where it trains and what it writes. The command-line options of `add_common_arguments` build
+    them; in code, build the script's `Config` (`binary_counting.Config(epochs=6, seed=1)`).
+
+    Raises ValueError, naming the setting, for a device this machine has not, and for a cell that
+    cannot be built or trained with these settings (`cell_problem`): a variant other than standard
+    with cell "torch", a forget bias the cell refuses, a cell whose trial training step raises.
+    """
+
+    seed: int = 0
+    device: str | torch.device = "auto"
+    cell: str = "custom"  # "custom": the hand-written LSTM; "torch": torch.nn.LSTM from the same weights
+    compile: bool = False
+    threads: int = 1
+    quiet: bool = False
+    no_figures: bool = False
+    out_dir: Path = Path("runs")
+    variant: str = "standard"  # a SPEC: a built-in name, path/to/file.py:ClassName or module:ClassName
+    forget_bias: float | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.device = resolve_device(self.device)  # "auto" becomes this machine's GPU or CPU
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        problem = cell_problem(self.variant, self.cell, self.forget_bias)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def configured(parser: argparse.ArgumentParser, config_class: type, args: argparse.Namespace):
+    """The configuration `config_class(**vars(args))` of parsed options; a usage error (naming the
+    resumed run with --resume) for settings it refuses."""
+    try:
+        return config_class(**vars(args))
+    except ValueError as error:
+        if getattr(args, "resume", False):
+            parser.error(f"--resume: the run in {args.out_dir} cannot be resumed: {error}")
+        parser.error(str(error))
+
+
 def add_common_arguments(
     parser: argparse.ArgumentParser, *, default_out_dir: str = "runs", resumable: bool = True
 ) -> None:
@@ -135,19 +178,19 @@ def add_common_arguments(
     `resumable=False` leaves --resume out, for a script that runs several experiments in one go.
     """
     parser.add_argument(
-        "--seed", type=seed_value, default=0, help=f"random seed, 0 … {MAX_SEED} (default: 0)"
+        "--seed", type=seed_value, default=RunSettings.seed, help=f"random seed, 0 … {MAX_SEED} (default: 0)"
     )
     parser.add_argument(
         "--device",
         type=available_device,
-        default="auto",
+        default=RunSettings.device,
         metavar="{" + ",".join(DEVICES) + "}",
         help="where to train; auto picks a GPU when there is one (default: auto)",
     )
     parser.add_argument(
         "--cell",
         choices=CELLS,
-        default="custom",
+        default=RunSettings.cell,
         help="custom: the hand-written LSTM; torch: torch.nn.LSTM from the same initial weights",
     )
     parser.add_argument(
@@ -156,7 +199,7 @@ def add_common_arguments(
     parser.add_argument(
         "--threads",
         type=thread_count,
-        default=1,
+        default=RunSettings.threads,
         help="CPU threads for torch, at most this machine's logical cores (default: 1; models this small"
         " gain nothing from more, and on a busy machine the threads of each small matmul wait on each other)",
     )
@@ -185,7 +228,7 @@ def add_common_arguments(
     parser.add_argument(
         "--variant",
         type=variant_spec,
-        default="standard",
+        default=RunSettings.variant,
         metavar="SPEC",
         help="the LSTM cell: standard (torch.nn.LSTM's), one of Greff et al.'s (2017) variants"
         f" ({', '.join(name for name in VARIANTS if name != 'standard')}), or a cell of your own, an"
@@ -195,7 +238,7 @@ def add_common_arguments(
     parser.add_argument(
         "--forget-bias",
         type=finite_float,
-        default=None,
+        default=RunSettings.forget_bias,
         metavar="B",
         help="initial forget-gate bias of every cell (default: PyTorch's uniform initialization;"
         " Jozefowicz et al. 2015 recommend 1)",
@@ -210,17 +253,23 @@ def add_common_arguments(
         )
 
 
-def config_of(args: argparse.Namespace) -> dict:
-    """The settings of a run as plain JSON values (without NOT_SETTINGS: --resume is how a run started,
-    --no-figures what it draws), and with a --variant, "cell_class": the class it loaded
-    (`cell_class_name`)."""
+def config_of(args: argparse.Namespace | RunSettings) -> dict:
+    """The settings of a run (a script's Config, or parsed options) as plain JSON values (without
+    NOT_SETTINGS: --resume is how a run started, --no-figures what it draws), the script's own
+    settings first, and with a --variant, "cell_class": the class it loaded (`cell_class_name`)."""
+    shared = [field.name for field in fields(RunSettings)]
+    items = sorted(vars(args).items(), key=lambda item: item[0] in shared)  # stable: each part's order
     config = {
         key: value if value is None or isinstance(value, (bool, int, float, list)) else str(value)
-        for key, value in vars(args).items()
+        for key, value in items
         if key not in NOT_SETTINGS
     }
     if "variant" in config:
-        config["cell_class"] = cell_class_name(load_cell_class(config["variant"]))
+        cell_class = load_cell_class(config["variant"])
+        config["cell_class"] = cell_class_name(cell_class)
+        digest = cell_source(cell_class)
+        if digest is not None:
+            config["cell_source"] = digest
     return config
 
 
@@ -253,7 +302,10 @@ def load_cell_class(spec: str) -> type[LSTMCell]:
     module = import_file(where) if where.endswith(".py") else import_module(where)
     found: object = module
     for part in name.split("."):
-        found = getattr(found, part, None)
+        try:
+            found = getattr(found, part, None)
+        except Exception as error:  # a module's own __getattr__ that raises
+            raise ValueError(f"{spec!r}: looking up {name} in {where} raises {first_line(error)}") from None
         if found is None:
             raise ValueError(f"{spec!r}: {where} defines no {name}")
     if not (isinstance(found, type) and issubclass(found, LSTMCell)):
@@ -264,8 +316,14 @@ def load_cell_class(spec: str) -> type[LSTMCell]:
 
 def import_file(where: str) -> object:
     """The module of the Python file `where`, imported the first time it is asked for."""
-    path = Path(where).resolve()
-    if not path.is_file():
+    try:
+        path = Path(where).resolve()
+        is_file = path.is_file()
+    except OSError as error:  # a name too long for the file system, say
+        raise ValueError(f"no file {where}: {error.strerror or error}") from None
+    if path.is_dir():
+        raise ValueError(f"{where} is a folder, not a Python file (looked for {path})")
+    if not is_file:
         raise ValueError(f"no file {where} (looked for {path})")
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     module_name = f"cell_file_{digest}_{''.join(c if c.isalnum() else '_' for c in path.stem)}"
@@ -291,7 +349,7 @@ def import_module(name: str) -> object:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        if error.name is not None and name.startswith(error.name):
+        if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
             raise ValueError(f"no module {name} importable from {folder}") from None
         raise ValueError(f"cannot import {name}: {first_line(error)}") from None
     except (Exception, SystemExit) as error:
@@ -315,6 +373,18 @@ def cell_class_name(cls: type[LSTMCell]) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def cell_source(cls: type[LSTMCell]) -> str | None:
+    """The SHA-256 of the file that defines a cell of your own, which a run records as "cell_source"
+    so that --resume and load_model refuse a cell edited since, or another file of the same name;
+    None for the cells lstm_cell.py ships."""
+    if cls.__module__ == LSTMCell.__module__:
+        return None
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if file is None:
+        return None
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
 def variant_spec(text: str) -> str:
     """A --variant: a SPEC that `load_cell_class` loads (kept as given, which the run records)."""
     try:
@@ -325,30 +395,40 @@ def variant_spec(text: str) -> str:
 
 
 def check_cell_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A usage error for a --variant, --forget-bias and --cell that cannot go together, and for a cell
-    class that cannot be built with them."""
-    cell_class = load_cell_class(args.variant)
-    if args.cell == "torch" and cell_class is not LSTMCell:
-        parser.error(
-            f"--cell torch is torch.nn.LSTM, the standard cell; --variant {args.variant} needs --cell custom"
-        )
+    """A usage error for a --variant, --forget-bias and --cell that cannot go together (`cell_problem`)."""
+    problem = cell_problem(args.variant, args.cell, args.forget_bias)
+    if problem is not None:
+        parser.error(problem)
+
+
+def cell_problem(variant: str, cell: str, forget_bias: float | None) -> str | None:
+    """Why the cell SPEC `variant` cannot train with `cell` and `forget_bias`, or None: a variant with
+    cell "torch" (nn.LSTM is the standard cell), a SPEC that does not load, a forget bias the cell
+    refuses, a cell class that cannot be built, or one whose trial training step raises."""
+    try:
+        cell_class = load_cell_class(variant)
+    except ValueError as error:
+        return f"--variant: {error}"
+    if cell == "torch" and cell_class is not LSTMCell:
+        return f"--cell torch is torch.nn.LSTM, the standard cell; --variant {variant} needs --cell custom"
     try:
         with torch.random.fork_rng(devices=[]):  # a trial cell, whose random weights leave no trace
-            cell_class(1, 1, forget_bias=args.forget_bias)
+            cell_class(1, 1, forget_bias=forget_bias)
     except ValueError as error:
-        parser.error(f"--forget-bias with --variant {args.variant}: {error}")
-    except Exception as error:  # a cell of the user's own that cannot be built: say so in one line
-        parser.error(
-            f"--variant {args.variant}: {cell_class.__name__}(1, 1, forget_bias={args.forget_bias})"
+        return f"--forget-bias with --variant {variant}: {error}"
+    except (Exception, SystemExit) as error:  # a cell of the user's own that cannot be built
+        return (
+            f"--variant {variant}: {cell_class.__name__}(1, 1, forget_bias={forget_bias})"
             f" fails: {first_line(error)}"
         )
     try:
-        trial_step(cell_class, args.forget_bias)
-    except Exception as error:  # a cell whose forward or backward raises: before anything is written
-        parser.error(
-            f"--variant {args.variant}: a trial training step of {cell_class.__name__} (a layer of"
+        trial_step(cell_class, forget_bias)
+    except (Exception, SystemExit) as error:  # a cell whose forward or backward raises (or exits)
+        return (
+            f"--variant {variant}: a trial training step of {cell_class.__name__} (a layer of"
             f" input 1, hidden 2, 2 steps, batch 2, forward and backward) fails: {first_line(error)}"
         )
+    return None
 
 
 def trial_step(cell_class: type[LSTMCell], forget_bias: float | None) -> None:
@@ -480,6 +560,11 @@ def stored_cell_problem(stored: dict) -> str | None:
     trained = stored.get("cell_class", loaded)  # a run recorded before cell_class: its SPEC alone
     if loaded != trained:
         return f"--variant {spec} now loads {loaded}, where the run trained {trained}"
+    if "cell_source" in stored and cell_source(load_cell_class(spec)) != stored["cell_source"]:
+        return (
+            f"the file that defines --variant {spec} is not the one the run trained (it was edited since,"
+            " or another file of that name is found here: its SHA-256 differs from the run's cell_source)"
+        )
     return None
 
 
@@ -566,7 +651,7 @@ def state_problem(checkpoint: dict, args: argparse.Namespace, resume_keys: Resum
     settings taken in) builds; None when they do."""
     try:
         with torch.random.fork_rng(devices=[]):  # a trial model, whose random weights leave no trace
-            model = build_model(**model_settings(vars(args)), device=torch.device("cpu"))
+            model = model_of(vars(args), torch.device("cpu"))
     except (TypeError, ValueError, OverflowError, RuntimeError) as error:  # settings edited into nonsense
         return f"its settings build no model ({error})"
     expected = {name: tensor_kind(value) for name, value in model.state_dict().items()}
@@ -837,11 +922,18 @@ def trained_cell(model: LastStepRegressor, variant: str, batch_size: int, compil
     return f"the {variant} cell, trained by {path}"
 
 
-def model_settings(config: dict) -> dict:
-    """The settings of `config` (a run's, or vars of its arguments) that `build_model` takes, by name,
-    so that a new model option stored in the config reaches every rebuilt model without changes here."""
-    names = [name for name in inspect.signature(build_model).parameters if name != "device"]
-    return {name: config[name] for name in names if name in config}
+def model_of(config: dict | RunSettings, device: torch.device) -> LastStepRegressor:
+    """The model a run's settings describe, with `build_model`: a script's Config, or the "config" of a
+    run's JSON (where a setting the script has not, "readout" for the sine wave, takes its default)."""
+    settings = config if isinstance(config, dict) else vars(config)
+    return build_model(
+        settings["cell"],
+        settings["hidden_size"],
+        device,
+        variant=settings.get("variant", "standard"),
+        forget_bias=settings.get("forget_bias"),
+        readout=settings.get("readout", "h"),
+    )
 
 
 def load_model(path: str | Path, config: dict | None = None, device: str = "cpu") -> LastStepRegressor:
@@ -849,11 +941,11 @@ def load_model(path: str | Path, config: dict | None = None, device: str = "cpu"
 
     The weights file holds the model's state_dict only; the settings that shape the model (`--cell`,
     `--hidden-size`, …) come from `config`, by default the "config" of the run's JSON beside it (the
-    same name with .json). The model is rebuilt with `build_model`, so it is the very model the
-    script trained, in eval mode on `device`; a cell of your own is loaded again from its --variant
-    SPEC. Raises FileNotFoundError for a missing file, ValueError for a SPEC that no longer loads the
-    class the run trained (`stored_cell_problem`), and RuntimeError when the weights do not fit the
-    settings.
+    same name with .json). The model is rebuilt from it by `model_of`, as the script built it, so it
+    is the very model the script trained, in eval mode on `device`; a cell of your own is loaded
+    again from its --variant SPEC. Raises FileNotFoundError for a missing file, ValueError for a SPEC
+    that no longer loads the class the run trained (`stored_cell_problem`), and RuntimeError when the
+    weights do not fit the settings.
     """
     path = Path(path)
     if config is None:
@@ -862,7 +954,7 @@ def load_model(path: str | Path, config: dict | None = None, device: str = "cpu"
     if problem is not None:
         raise ValueError(f"cannot rebuild the model of {path}: {problem}")
     with torch.random.fork_rng(devices=[]):  # the initial weights it draws are overwritten: leave no trace
-        model = build_model(**model_settings(config), device=torch.device(device))
+        model = model_of(config, torch.device(device))
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
     return model.eval()
 

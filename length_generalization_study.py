@@ -1,11 +1,12 @@
 """Which changes make an LSTM trained on short sequences count long ones? Each configuration over seeds.
 
-Every configuration is a command line of `binary_counting.py`; this script runs it with each seed
-(in this process, through binary_counting's own `parse_args` and `train`, which is what the command
-line runs), reads the longest counted length (`binary_counting.longest_counted_length`: the largest
-L such that every length 1 … L is counted right on ≥ 99 % of 500 fresh sequences) up to the target,
-200 bits, and up to the whole scan, 1 000 bits, the accuracy at every scanned length, and what the
-trained counter does inside (`inside_counter`), and writes
+Every configuration is a command line of `binary_counting.py`, the one its entry records; this
+script turns it into binary_counting's `Config` once, with its own `parse_args`, and trains that
+configuration with each seed (in this process, with binary_counting's own `train`). It reads the
+longest counted length (`binary_counting.longest_counted_length`: the largest L such that every
+length 1 … L is counted right on ≥ 99 % of 500 fresh sequences) up to the target, 200 bits, and
+up to the whole scan, 1 000 bits, the accuracy at every scanned length, and what the trained counter
+does inside (`inside_counter`), and writes
 
     figures/length_generalization.json   {"configurations": [{"name", "command", "seeds", …}]}
     figures/length_generalization.png    accuracy against length, one line per configuration
@@ -27,11 +28,13 @@ configurations, the literature behind them and the reading of the results are in
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +111,29 @@ QUICK_TARGET_LENGTH = 6
 QUICK_OUT_DIR = Path("runs/length_generalization_quick")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass
+class Config:
+    """The study's settings; the defaults are the committed study's (every configuration, seeds 0–4,
+    into figures/). `out_dir` and `runs_dir` None: figures/ and runs/length_generalization/, or
+    under QUICK_OUT_DIR with `quick`, so that a trial never overwrites the committed study."""
+
+    out_dir: Path | None = None
+    runs_dir: Path | None = None
+    seeds: list[int] = field(default_factory=lambda: list(SEEDS))
+    only: list[str] | None = None  # configuration names; None: all of them
+    quick: bool = False
+    report_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.out_dir is None:
+            self.out_dir = QUICK_OUT_DIR if self.quick else Path("figures")
+        if self.runs_dir is None:
+            self.runs_dir = QUICK_OUT_DIR / "runs" if self.quick else Path("runs/length_generalization")
+        self.out_dir, self.runs_dir = Path(self.out_dir), Path(self.runs_dir)
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The study's settings from a command line; bad values exit with status 2 before any training."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out-dir",
@@ -143,11 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train nothing: redraw the figure from the study's JSON in --out-dir and print its table"
         " (after a change to how they are drawn)",
     )
-    args = parser.parse_args(argv)
-    if args.out_dir is None:
-        args.out_dir = QUICK_OUT_DIR if args.quick else Path("figures")
-    if args.runs_dir is None:
-        args.runs_dir = QUICK_OUT_DIR / "runs" if args.quick else Path("runs/length_generalization")
+    args = Config(**vars(parser.parse_args(argv)))
     # Before any training: a folder that cannot be written would lose every finished run, and a JSON
     # there that is not a study cannot keep its entries.
     check_out_dir(parser, args.out_dir)
@@ -208,8 +229,8 @@ def run_configuration(
     }
     for seed in seeds:
         out_dir = runs_dir / slug(name) / f"seed{seed}"
-        args = binary_counting.parse_args(
-            [*options, "--seed", str(seed), "--out-dir", str(out_dir), "--quiet", "--no-figures"]
+        args = dataclasses.replace(
+            binary_counting.parse_args(options), seed=seed, out_dir=out_dir, quiet=True, no_figures=True
         )
         start = time.perf_counter()
         result = binary_counting.train(args)

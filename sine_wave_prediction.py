@@ -24,6 +24,9 @@ pure sine of period P exactly ("generalization" and "two_tap_recurrence" in sine
 After every epoch --out-dir holds sine_epoch{N}.png for each --plot-epochs N reached, sine_loss.png,
 sine_wave.json, the weights sine_wave.pt (rebuild the model with `experiment_utils.load_model`) and
 the checkpoint sine_wave.checkpoint.pt that --resume continues from.
+
+Importable: `train(Config())` runs the experiment (or `Config(batch_size=8, lr=0.08)`, any settings)
+and returns a `SineResult`.
 """
 
 from __future__ import annotations
@@ -43,16 +46,18 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from experiment_utils import (
     ResumeKeys,
+    RunSettings,
     TrainingRun,
     add_common_arguments,
-    build_model,
     compile_model,
     config_of,
+    configured,
     describe_machine,
     finish_parsing,
     interrupts_held,
     lstm_path,
     markdown_table,
+    model_of,
     non_negative_int,
     positive_float,
     positive_int,
@@ -78,17 +83,58 @@ RESUME_KEYS = ResumeKeys(
 DEFAULT_OUT_DIR = "runs/sine_wave"  # outside the tracked files: a trial run changes nothing in git
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The settings of a run; the defaults are the published ones. Bad values exit with status 2."""
+@dataclass
+class Config(RunSettings):
+    """The settings of a run; the defaults are the published ones (the original README: windows of 40
+    points, hidden size 50, SGD at lr 0.01 on batches of 1, 10 epochs, figures after epochs 0, 2, 9).
+
+    `plot_epochs` None: those of PLOT_EPOCHS inside the run. Raises ValueError for a window that
+    leaves no training target, plot epochs outside the run, and RunSettings' errors.
+    """
+
+    window: int = 40
+    hidden_size: int = 50
+    epochs: int = 10
+    lr: float = 0.01
+    batch_size: int = 1
+    plot_epochs: list[int] | None = None
+    out_dir: Path = Path(DEFAULT_OUT_DIR)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.window >= TRAIN_POINTS:
+            raise ValueError(f"--window must be below the {TRAIN_POINTS} training points, got {self.window}")
+        if self.plot_epochs is None:
+            self.plot_epochs = [epoch for epoch in PLOT_EPOCHS if epoch < self.epochs]
+        outside = [epoch for epoch in self.plot_epochs if epoch >= self.epochs]
+        if outside:
+            raise ValueError(
+                f"--plot-epochs {' '.join(map(str, outside))} outside this run's epochs 0 … {self.epochs - 1}"
+            )
+        self.plot_epochs = sorted(set(self.plot_epochs))
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The configuration of a command line; the defaults are Config's, the published ones. Bad values
+    exit with status 2."""
+    defaults = Config()
     parser = argparse.ArgumentParser(
         description="Forecast the held-out end of a sine wave with the hand-written LSTM."
     )
     default = " (default: %(default)s)"
-    parser.add_argument("--window", type=positive_int, default=40, help="points per input window" + default)
-    parser.add_argument("--hidden-size", type=positive_int, default=50, help="LSTM hidden units" + default)
-    parser.add_argument("--epochs", type=positive_int, default=10, help="passes over the windows" + default)
-    parser.add_argument("--lr", type=positive_float, default=0.01, help="SGD learning rate" + default)
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="windows per SGD step" + default)
+    parser.add_argument(
+        "--window", type=positive_int, default=defaults.window, help="points per input window" + default
+    )
+    parser.add_argument(
+        "--hidden-size", type=positive_int, default=defaults.hidden_size, help="LSTM hidden units" + default
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=defaults.epochs, help="passes over the windows" + default
+    )
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="SGD learning rate" + default)
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=defaults.batch_size, help="windows per SGD step" + default
+    )
     parser.add_argument(
         "--plot-epochs",
         type=non_negative_int,
@@ -110,7 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--plot-epochs {' '.join(map(str, outside))} outside this run's epochs 0 … {args.epochs - 1}"
         )
     args.plot_epochs = sorted(set(args.plot_epochs))
-    return finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
+    return configured(parser, Config, finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -249,35 +295,33 @@ class SineResult:
     two_tap_recurrence: dict[str, float] = field(default_factory=dict)  # the same for the recurrence
 
 
-def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineResult:
-    """Train with the settings `args`; after each epoch forecast the held-out points and write the outputs.
+def train(config: Config, history: list[dict] | None = None) -> SineResult:
+    """Train with the settings `config`; after each epoch forecast the held-out points and write the outputs.
 
     Each finished epoch is appended to `history` (a new list when None) as soon as it ends, so a caller
-    that is interrupted keeps every finished epoch. With `args.resume` the run continues from its
-    checkpoint in args.out_dir, and every epoch after it equals that of the run never interrupted.
+    that is interrupted keeps every finished epoch. With `config.resume` the run continues from its
+    checkpoint in config.out_dir, and every epoch after it equals that of the run never interrupted.
     Raises Diverged after an epoch whose training loss is not finite, and OutputError when a file
     cannot be written.
     """
     history = [] if history is None else history
-    device = start_run(args)
+    device = start_run(config)
     series = make_series()
     train_series, held_out = series[:TRAIN_POINTS], series[TRAIN_POINTS:]
-    windows = make_windows(train_series, args.window)
-    shuffle_generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(windows, batch_size=args.batch_size, shuffle=True, generator=shuffle_generator)
+    windows = make_windows(train_series, config.window)
+    shuffle_generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(windows, batch_size=config.batch_size, shuffle=True, generator=shuffle_generator)
 
-    model = build_model(
-        args.cell, args.hidden_size, device, variant=args.variant, forget_bias=args.forget_bias
-    )
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr)
+    model = model_of(config, device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     # Only training steps run compiled; the forecast uses the same parameters uncompiled, so that its
     # single windows without gradients cause no recompilation.
-    train_model = compile_model(model) if args.compile else model
-    seed_window = train_series[-args.window :].to(device)
+    train_model = compile_model(model) if config.compile else model
+    seed_window = train_series[-config.window :].to(device)
     result = SineResult(model=model, history=history, series=series)
     generators = {"shuffle": shuffle_generator}
     run = TrainingRun(
-        args, device, model, optimizer, generators, history, Path(args.out_dir) / CHECKPOINT_NAME
+        config, device, model, optimizer, generators, history, Path(config.out_dir) / CHECKPOINT_NAME
     )
 
     def restore(checkpoint: dict) -> None:
@@ -305,16 +349,18 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
         run.commit(
             {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "seconds": seconds},
             train_loss,
-            lambda checkpoint: write_outputs(args, result, checkpoint),
-            f"Epoch {epoch}/{args.epochs} | {seconds:.1f}s | "
+            lambda checkpoint: write_outputs(config, result, checkpoint),
+            f"Epoch {epoch}/{config.epochs} | {seconds:.1f}s | "
             f"Train Loss {train_loss:.4f} | Test Loss {test_loss:.4f}",
             forecasts=dict(result.forecasts),
         )
-    result.generalization, result.two_tap_recurrence = measure_generalization(model, args.window, args.seed)
+    result.generalization, result.two_tap_recurrence = measure_generalization(
+        model, config.window, config.seed
+    )
     # Also when resumed after its last epoch: a kill between that epoch's checkpoint and its JSON
     # leaves files to write again (the same content otherwise).
     with interrupts_held():
-        write_outputs(args, result)
+        write_outputs(config, result)
     return result
 
 
@@ -322,24 +368,24 @@ def train(args: argparse.Namespace, history: list[dict] | None = None) -> SineRe
 # Report
 
 
-def write_outputs(args: argparse.Namespace, result: SineResult, checkpoint: dict | None = None) -> None:
+def write_outputs(config: Config, result: SineResult, checkpoint: dict | None = None) -> None:
     """The figures of the epochs finished so far, the weights, the checkpoint (when given: at the end of
     an epoch), then sine_wave.json last, so that the JSON never lists an epoch whose checkpoint is not
     yet written; each file atomically."""
-    out_dir = Path(args.out_dir)
+    out_dir = Path(config.out_dir)
     last = result.history[-1]
-    if not args.no_figures:
-        cell = trained_cell(result.model, args.variant, args.batch_size, args.compile)
-        if last["epoch"] in args.plot_epochs:
+    if not config.no_figures:
+        cell = trained_cell(result.model, config.variant, config.batch_size, config.compile)
+        if last["epoch"] in config.plot_epochs:
             forecasted = result.forecasts[last["epoch"]]
-            figure = forecast_figure(result.series, forecasted, last, args.window, cell)
+            figure = forecast_figure(result.series, forecasted, last, config.window, cell)
             save_figure(figure, out_dir / f"sine_epoch{last['epoch']}.png")
         save_figure(loss_figure(result.history, cell), out_dir / "sine_loss.png")
     save_torch(result.model.state_dict(), out_dir / WEIGHTS_NAME)
     if checkpoint is not None:
         save_torch(checkpoint, out_dir / CHECKPOINT_NAME)
-    results = {"config": config_of(args), "machine": describe_machine()}
-    results["lstm_path"] = lstm_path(result.model, args.batch_size, args.compile)
+    results = {"config": config_of(config), "machine": describe_machine()}
+    results["lstm_path"] = lstm_path(result.model, config.batch_size, config.compile)
     results |= {"epochs": result.history, "forecast": last_forecast(result)}
     results |= {"generalization": result.generalization, "two_tap_recurrence": result.two_tap_recurrence}
     if result.compile_seconds is not None:
@@ -423,15 +469,15 @@ def generalization_table(run: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    config = parse_args(argv)
 
     def run(history: list[dict]) -> None:
-        result = train(args, history)
+        result = train(config, history)
         print(report(history))
-        run = {"config": config_of(args), "epochs": history, "generalization": result.generalization}
+        run = {"config": config_of(config), "epochs": history, "generalization": result.generalization}
         print("\nForecasts of signals the model never saw, each from its first window:")
         print(generalization_table(run | {"two_tap_recurrence": result.two_tap_recurrence}))
-        print(f"\nLSTM: {trained_cell(result.model, args.variant, args.batch_size, args.compile)}")
+        print(f"\nLSTM: {trained_cell(result.model, config.variant, config.batch_size, config.compile)}")
         if result.compile_seconds is not None:
             print(f"torch.compile: the first training step took {result.compile_seconds:.1f}s")
 

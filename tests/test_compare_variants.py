@@ -21,9 +21,9 @@ from experiment_utils import (
 
 ROOT = Path(__file__).resolve().parent.parent
 # Even smaller than --quick: one epoch of a few sequences, so that a run takes about a second.
-TINY_ARGV = {
-    "binary_counting": ["--epochs", "1", "--train-samples", "64", "--valid-samples", "32"],
-    "sine_wave": ["--epochs", "1", "--batch-size", "64", "--window", "10"],
+TINY_SETTINGS = {
+    "binary_counting": {"epochs": 1, "train_samples": 64, "valid_samples": 32},
+    "sine_wave": {"epochs": 1, "batch_size": 64, "window": 10},
 }
 
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("restore_threads")  # tests/conftest.py
 @pytest.fixture
 def tiny(monkeypatch):
     """--quick made tiny; the runs' settings travel to the worker processes with each job."""
-    monkeypatch.setattr(compare_variants, "QUICK_ARGV", TINY_ARGV)
+    monkeypatch.setattr(compare_variants, "QUICK_SETTINGS", TINY_SETTINGS)
 
 
 def strict_json(path: Path) -> dict:
@@ -90,8 +90,8 @@ def test_runs_use_the_published_settings_of_both_scripts():
     # Where and how a run trains, not what it trains.
     free = {"threads", "quiet", "no_figures", "device", "out_dir", "seed", "variant", "forget_bias"}
     for task, script in compare_variants.TASKS.items():
-        run = vars(script.parse_args(compare_variants.run_argv(args, task, 3, "standard-fb1", Path("x"))))
-        published = vars(script.parse_args([]))
+        run = vars(compare_variants.run_config(args, task, 3, "standard-fb1", Path("x")))
+        published = vars(script.Config())
         assert {key: value for key, value in run.items() if key not in free} == {
             key: value for key, value in published.items() if key not in free
         }
@@ -259,3 +259,11 @@ def test_readme_table_is_rendered_from_the_committed_study():
     # The reading (the duration, and which of Greff et al.'s findings hold) is generated from the study.
     assert compare_variants.reading(study) in readme
     assert len(re.findall(r"The study took \d+ minutes", readme)) == 1
+
+
+def test_the_command_line_builds_the_study_s_config(tmp_path):
+    args = compare_variants.parse_args(["--quick", "--variants", "cifg", "--out-dir", str(tmp_path)])
+    assert args == compare_variants.Config(quick=True, variants=["standard", "cifg"], out_dir=tmp_path)
+    assert args.seeds == compare_variants.QUICK_SEEDS
+    published = compare_variants.parse_args(["--out-dir", str(tmp_path)])
+    assert published == compare_variants.Config(out_dir=tmp_path) and published.seeds == 5

@@ -27,8 +27,8 @@ def test_quick_demo_shows_both_models_learning(tmp_path, capsys):
 
 def test_full_runs_the_published_settings():
     args = demo_script.parse_args(["--full"])
-    binary = binary_counting.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_BINARY_COUNTING))
-    sine = sine_wave_prediction.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_SINE_WAVE))
+    binary = demo_script.experiment_config(args, binary_counting, demo_script.QUICK_BINARY_COUNTING)
+    sine = demo_script.experiment_config(args, sine_wave_prediction, demo_script.QUICK_SINE_WAVE)
     assert binary_counting.uses_published_settings(binary)
     assert (sine.epochs, sine.batch_size, sine.lr, sine.hidden_size) == (10, 1, 0.01, 50)
 
@@ -39,8 +39,8 @@ def test_shared_options_reach_both_experiments(tmp_path):
     argv += ["--out-dir", str(tmp_path)]
     args = demo_script.parse_args(argv)
     experiments = [
-        binary_counting.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_BINARY_COUNTING)),
-        sine_wave_prediction.parse_args(demo_script.experiment_argv(args, demo_script.QUICK_SINE_WAVE)),
+        demo_script.experiment_config(args, binary_counting, demo_script.QUICK_BINARY_COUNTING),
+        demo_script.experiment_config(args, sine_wave_prediction, demo_script.QUICK_SINE_WAVE),
     ]
     for settings in experiments:
         assert (settings.seed, settings.cell, settings.threads, settings.quiet) == (3, "torch", threads, True)
@@ -53,7 +53,7 @@ def test_the_cell_options_reach_both_experiments(tmp_path):
         (binary_counting, "QUICK_BINARY_COUNTING"),
         (sine_wave_prediction, "QUICK_SINE_WAVE"),
     ):
-        settings = script.parse_args(demo_script.experiment_argv(args, getattr(demo_script, quick)))
+        settings = demo_script.experiment_config(args, script, getattr(demo_script, quick))
         assert (settings.variant, settings.forget_bias) == ("cifg", 1.5)
 
 

@@ -4,12 +4,16 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 
 import numpy as np
 import pytest
 import torch
 
+import binary_counting
+import demo_script
+import sine_wave_prediction
 from experiment_utils import (
     MAX_SEED,
     OutputError,
@@ -192,3 +196,99 @@ def test_explicit_options_are_those_written_out_even_at_their_default():
     add_common_arguments(parser)
     assert explicit_options(parser, ["--seed", "0", "--quiet"]) == {"seed", "quiet"}
     assert explicit_options(parser, []) == set()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configurations: the command line only builds a script's Config
+
+
+@pytest.mark.parametrize(
+    ("script", "argv", "settings"),
+    [
+        (binary_counting, [], {}),
+        (
+            binary_counting,
+            ["--epochs", "5", "--seed", "1", "--lengths", "40", "10"],
+            {"epochs": 5, "seed": 1, "lengths": [10, 40]},
+        ),
+        (
+            binary_counting,
+            ["--train-lengths", "1", "20", "--target", "every-step"],
+            {"train_lengths": [1, 20], "target": "every-step"},
+        ),
+        (
+            binary_counting,
+            ["--variant", "cifg", "--forget-bias", "1", "--readout", "c"],
+            {"variant": "cifg", "forget_bias": 1.0, "readout": "c"},
+        ),
+        (sine_wave_prediction, [], {}),
+        (
+            sine_wave_prediction,
+            ["--epochs", "3", "--batch-size", "8", "--cell", "torch"],
+            {"epochs": 3, "batch_size": 8, "cell": "torch"},
+        ),
+        (
+            sine_wave_prediction,
+            ["--plot-epochs", "2", "0", "--out-dir", "elsewhere"],
+            {"plot_epochs": [0, 2], "out_dir": "elsewhere"},
+        ),
+    ],
+)
+def test_a_command_line_builds_the_config_its_options_name(script, argv, settings):
+    assert script.parse_args(argv) == script.Config(**settings)
+
+
+def test_the_configs_defaults_are_the_published_settings():
+    binary = binary_counting.Config()
+    assert (binary.epochs, binary.seq_len, binary.train_samples, binary.valid_samples) == (
+        20,
+        20,
+        10000,
+        1000,
+    )
+    assert (binary.batch_size, binary.hidden_size, binary.lr) == (16, 20, 1e-3)
+    assert binary_counting.uses_published_settings(binary)
+    sine = sine_wave_prediction.Config()
+    assert (sine.window, sine.hidden_size, sine.lr, sine.batch_size, sine.epochs) == (40, 50, 0.01, 1, 10)
+    assert sine.plot_epochs == list(sine_wave_prediction.PLOT_EPOCHS) == [0, 2, 9]
+    assert binary.cell == sine.cell == "custom" and binary.variant == sine.variant == "standard"
+
+
+@pytest.mark.parametrize(
+    ("script", "settings", "message"),
+    [
+        (
+            binary_counting,
+            {"compile": True, "target": "every-step"},
+            "--compile compiles the model's read-out",
+        ),
+        (binary_counting, {"readout": "c", "cell": "torch"}, "--readout c reads the cell state"),
+        (binary_counting, {"train_lengths": [5, 2]}, "expected MIN ≤ MAX, got 5 2"),
+        (binary_counting, {"train_lengths": [1, 20], "seq_len": 30}, "replaces --seq-len"),
+        (binary_counting, {"variant": "cifg", "cell": "torch"}, "--variant cifg needs --cell custom"),
+        (binary_counting, {"variant": "gru"}, "neither a built-in cell"),
+        (binary_counting, {"cell": "gru"}, "cell must be one of"),
+        (sine_wave_prediction, {"window": 760}, "--window must be below the 760 training points"),
+        (
+            sine_wave_prediction,
+            {"epochs": 3, "plot_epochs": [0, 5]},
+            "--plot-epochs 5 outside this run's epochs",
+        ),
+        (sine_wave_prediction, {"device": "tpu"}, "device must be one of"),
+    ],
+)
+def test_a_config_refuses_settings_that_cannot_go_together(script, settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        script.Config(**settings)
+
+
+def test_the_demo_builds_each_scripts_config_from_its_own():
+    demo = demo_script.Config(seed=3, variant="nfg", quiet=True, out_dir="somewhere")
+    binary = demo_script.experiment_config(demo, binary_counting, demo_script.QUICK_BINARY_COUNTING)
+    assert binary == binary_counting.Config(epochs=6, seed=3, variant="nfg", quiet=True, out_dir="somewhere")
+    full = demo_script.experiment_config(
+        demo_script.Config(full=True), sine_wave_prediction, demo_script.QUICK_SINE_WAVE
+    )
+    assert full == sine_wave_prediction.Config(out_dir=demo_script.Config().out_dir)
+    with pytest.raises(ValueError, match="no --resume"):
+        demo_script.Config(resume=True)

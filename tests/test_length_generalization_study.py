@@ -544,3 +544,9 @@ def test_readme_inside_the_best_run_is_its_trace() -> None:
     # "in float32 σ(20) rounds to exactly 1, so … f(1 − f) is 0"
     one = torch.sigmoid(torch.tensor(20.0))
     assert one == 1.0 and one * (1 - one) == 0
+
+
+def test_the_command_line_builds_the_study_s_config():
+    quick = study.parse_args(["--quick", "--seeds", "1"])
+    assert quick == study.Config(quick=True, seeds=[1]) and quick.out_dir == study.QUICK_OUT_DIR
+    assert study.parse_args([]) == study.Config() and study.Config().out_dir == Path("figures")

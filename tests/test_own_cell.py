@@ -3,6 +3,7 @@
 The cell is the README's example ("Write your own cell"), written to a file as the README says.
 """
 
+import hashlib
 import json
 import re
 import subprocess
@@ -24,6 +25,11 @@ SPEC = "my_cells.py:LayerNormLSTMCell"
 BINARY_SETTINGS = ["--epochs", "1", "--train-samples", "64", "--valid-samples", "32"]  # a second a run
 SINE_SETTINGS = ["--epochs", "1", "--batch-size", "64", "--window", "10"]
 TINY_BINARY, TINY_SINE = [*BINARY_SETTINGS, "--quiet"], [*SINE_SETTINGS, "--quiet"]
+# The same settings as configurations, for the demo and the variants study.
+TINY_CONFIGS = {
+    "binary_counting": {"epochs": 1, "train_samples": 64, "valid_samples": 32},
+    "sine_wave": {"epochs": 1, "batch_size": 64, "window": 10},
+}
 WRONG_GRADIENT = """
 import torch
 from lstm_cell import LSTMCell
@@ -59,6 +65,23 @@ class DropoutCell(LSTMCell):
 
     def candidate(self, a):
         return self.drop(torch.tanh(a["g"]))
+
+
+class ExitingCell(LSTMCell):
+    def candidate(self, a):
+        raise SystemExit(0)  # not a silent exit 0 with nothing trained
+
+
+class SmallOnlyCell(LSTMCell):
+    def __init__(self, input_size, hidden_size, *args, **options):
+        if hidden_size > 4:
+            raise RuntimeError("only small cells today")
+        super().__init__(input_size, hidden_size, *args, **options)
+
+
+class OwnForwardCell(LSTMCell):
+    def forward(self, x, state=None):
+        return super().forward(x, state)
 
 
 not_a_cell = 3
@@ -126,8 +149,8 @@ def test_readme_cell_trains_on_the_sine_wave_and_in_the_demo(folder, monkeypatch
     assert results["config"]["variant"] == SPEC and results["lstm_path"] == "autograd"
     assert sine_wave_prediction.main(["--resume", "--out-dir", "sine", "--quiet"]) == 0
 
-    monkeypatch.setattr(demo_script, "QUICK_BINARY_COUNTING", BINARY_SETTINGS)
-    monkeypatch.setattr(demo_script, "QUICK_SINE_WAVE", SINE_SETTINGS)
+    monkeypatch.setattr(demo_script, "QUICK_BINARY_COUNTING", TINY_CONFIGS["binary_counting"])
+    monkeypatch.setattr(demo_script, "QUICK_SINE_WAVE", TINY_CONFIGS["sine_wave"])
     capsys.readouterr()
     assert demo_script.main(["--quiet", "--no-figures", "--variant", SPEC, "--out-dir", "demo"]) == 0
     assert capsys.readouterr().out.count(f"LSTM: the {SPEC} cell, trained by autograd") == 2
@@ -151,8 +174,7 @@ def test_figure_titles_name_the_cell_and_its_path(folder):
 
 
 def test_readme_cell_goes_into_the_variants_study_and_its_report(folder, monkeypatch, capsys):
-    tiny = {"binary_counting": BINARY_SETTINGS, "sine_wave": SINE_SETTINGS}
-    monkeypatch.setattr(compare_variants, "QUICK_ARGV", tiny)
+    monkeypatch.setattr(compare_variants, "QUICK_SETTINGS", TINY_CONFIGS)
     argv = ["--quick", "--seeds", "1", "--variants", SPEC, "--workers", "2", "--quiet", "--out-dir", "study"]
     assert compare_variants.main(argv) == 0
     study = json.loads((folder / "study" / compare_variants.JSON_NAME).read_text())
@@ -166,6 +188,12 @@ def test_readme_cell_goes_into_the_variants_study_and_its_report(folder, monkeyp
     with pytest.raises(SystemExit) as stop:
         compare_variants.main(["--report-only", "--out-dir", "study", "--seeds", "3"])
     assert stop.value.code == 2 and "--seeds 1 there, 3 here" in capsys.readouterr().err
+    # The study records its cell's file: continuing it with an edited cell is refused, not mixed.
+    with (folder / "my_cells.py").open("a") as cell_file:
+        cell_file.write("# edited\n")
+    with pytest.raises(SystemExit) as stop:
+        compare_variants.main(argv)
+    assert stop.value.code == 2 and "holds a study with other settings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -250,7 +278,62 @@ def test_a_cell_that_raises_in_training_is_a_usage_error_quoting_it(folder, caps
         assert error.endswith("fails: RuntimeError: no candidate today"), (main, error)
     assert not (folder / "out").exists()
     assert check_cell.main(["odd_cells.py:RaisingCell", "--repeats", "2"]) == 1  # check_cell's finding
-    assert "FAIL  gradients: the cell raised RuntimeError: no candidate today" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAIL  cannot build and run a layer of it: RuntimeError: no candidate today" in out
+
+
+def test_a_cell_edited_or_broken_since_its_run_is_refused_on_resume_and_load(folder, capsys):
+    assert binary_counting.main([*TINY_BINARY, "--variant", SPEC, "--out-dir", "run"]) == 0
+    stored = json.loads((folder / "run" / binary_counting.JSON_NAME).read_text())["config"]
+    assert stored["cell_source"] == hashlib.sha256((folder / "my_cells.py").read_bytes()).hexdigest()
+    source = (folder / "my_cells.py").read_text()
+    (folder / "my_cells.py").write_text(source + "# an edit, however small\n")
+    with pytest.raises(SystemExit) as stop:
+        binary_counting.main(["--resume", "--out-dir", "run", "--quiet"])
+    assert stop.value.code == 2 and "SHA-256 differs from the run's cell_source" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="SHA-256 differs"):
+        load_model(folder / "run" / binary_counting.WEIGHTS_NAME)
+
+
+def test_a_resumed_cell_that_now_raises_is_a_usage_error(folder, capsys):
+    (folder / "changing.py").write_text(
+        "from lstm_cell import LSTMCell\n\n\nclass Cell(LSTMCell):\n    pass\n"
+    )
+    assert binary_counting.main([*TINY_BINARY, "--variant", "changing:Cell", "--out-dir", "run"]) == 0
+    (folder / "changing.py").write_text(
+        "from lstm_cell import LSTMCell\n\n\nclass Cell(LSTMCell):\n"
+        "    def candidate(self, a):\n        raise RuntimeError('broken since')\n"
+    )
+    for module in [name for name in sys.modules if name == "changing"]:
+        del sys.modules[module]  # a fresh process would import the file as it is now
+    with pytest.raises(SystemExit) as stop:
+        binary_counting.main(["--resume", "--out-dir", "run", "--quiet"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert "--resume: the run in run cannot be resumed" in error or "SHA-256 differs" in error
+
+
+def test_a_cell_that_exits_or_fails_at_the_published_sizes_is_reported(folder, capsys):
+    with pytest.raises(SystemExit) as stop:
+        binary_counting.main(["--variant", "odd_cells.py:ExitingCell", "--out-dir", "out"])
+    assert stop.value.code == 2 and "fails: SystemExit" in capsys.readouterr().err
+    assert check_cell.main(["odd_cells.py:ExitingCell", "--repeats", "1"]) == 1
+    assert "FAIL  cannot build and run a layer of it: SystemExit" in capsys.readouterr().out
+    assert check_cell.main(["odd_cells.py:SmallOnlyCell", "--repeats", "1"]) == 1
+    report = capsys.readouterr().out
+    assert "ok  gradcheck holds" in report  # hidden size 4
+    assert "FAIL  training paths: the cell raised RuntimeError: only small cells today" in report
+    assert not (folder / "out").exists()
+
+
+def test_readout_c_with_a_cell_the_layer_calls_whole_is_a_usage_error(folder, capsys):
+    with pytest.raises(SystemExit) as stop:
+        binary_counting.main(
+            ["--readout", "c", "--variant", "odd_cells.py:OwnForwardCell", "--out-dir", "out"]
+        )
+    assert stop.value.code == 2
+    assert "--readout c reads the cell state through LSTM.trace" in capsys.readouterr().err
+    assert not (folder / "out").exists()
 
 
 def test_check_cell_says_a_dropout_cell_is_random_in_training(folder, capsys):

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+import experiment_utils
 import sine_wave_prediction as sine
 from experiment_utils import INTERRUPTED_EXIT_STATUS, build_model, load_model
 from lstm_cell import VARIANTS
@@ -212,7 +213,6 @@ def test_the_same_seed_gives_a_bit_identical_run(tmp_path) -> None:
 
 def test_the_torch_cell_starts_from_the_same_weights(tmp_path, monkeypatch) -> None:
     initial_weights = {}
-    build_model = sine.build_model
 
     def recording_build_model(cell, *args, **kwargs):
         model = build_model(cell, *args, **kwargs)
@@ -221,7 +221,7 @@ def test_the_torch_cell_starts_from_the_same_weights(tmp_path, monkeypatch) -> N
         initial_weights[cell]["head"] = torch.cat([p.detach().flatten() for p in model.head.parameters()])
         return model
 
-    monkeypatch.setattr(sine, "build_model", recording_build_model)
+    monkeypatch.setattr(experiment_utils, "build_model", recording_build_model)  # what model_of calls
     # A learning rate so small that the weights stay where they started: the forecasts compare the
     # two models at their starting point.
     settings = ("--epochs", "1", "--plot-epochs", "0", "--lr", "1e-12")
