@@ -463,9 +463,17 @@ def study_summary(runs: list[dict], conditions: Sequence[str]) -> dict:
     }
 
 
-def few_seeds_note(seeds: int) -> str | None:
+def few_seeds_note(seeds: int, planned: int | None = None) -> str | None:
+    """The note on too few seeds: `seeds` is the fewest finished of any variant and task, `planned`
+    (None: as many) how many the study asked for."""
     if seeds >= FEW_SEEDS:
         return None
+    if planned is not None and seeds < planned:
+        return (
+            f"Unfinished: as few as {seeds} of the {planned} planned seed(s) of a variant and task have"
+            " finished (run the same command again to continue); until then Welch's t-test can detect"
+            " only very large differences, if any."
+        )
     return (
         f"Only {seeds} seed(s) per variant: Welch's t-test can then detect only very large differences"
         f" (or none, with one seed); read p-values as weak evidence. {FEW_SEEDS} or more are advised."
@@ -649,7 +657,7 @@ def refresh(study: dict) -> None:
     study["missing"] = [name for name in study["planned"] if name not in done]
     study["complete"] = not study["missing"]
     study["summary"] = study_summary(study["runs"], list(study["config"]["variants"]))
-    study["note"] = few_seeds_note(seeds_finished(study)[0])
+    study["note"] = few_seeds_note(seeds_finished(study)[0], len(study["config"]["seeds"]))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -136,6 +136,8 @@ def test_statistics_that_are_undefined_are_none():
         "p": None,
     }
     assert compare_variants.few_seeds_note(5) is None and "2 seed(s)" in compare_variants.few_seeds_note(2)
+    assert "Unfinished: as few as 0 of the 5 planned" in compare_variants.few_seeds_note(0, 5)
+    assert "Only 2 seed(s) per variant" in compare_variants.few_seeds_note(2, 2)
 
 
 def fake_run(task: str, condition: str, seed: int, argv: list[str]) -> dict:
