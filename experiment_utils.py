@@ -148,7 +148,14 @@ class RunSettings:
     forget_bias: float | None = None
     resume: bool = False
 
+    # Numbers that may be zero or of any sign; every other int or float setting must be positive.
+    NON_NEGATIVE = ("seed", "recurrent_l1", "plot_epochs")
+    ANY_SIGN = ("forget_bias",)
+
     def __post_init__(self) -> None:
+        check_field_values(self)
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed: expected 0 … {MAX_SEED}, got {self.seed}")
         self.out_dir = Path(self.out_dir)
         self.device = resolve_device(self.device)  # "auto" becomes this machine's GPU or CPU
         if self.cell not in CELLS:
@@ -156,6 +163,40 @@ class RunSettings:
         problem = cell_problem(self.variant, self.cell, self.forget_bias)
         if problem is not None:
             raise ValueError(problem)
+
+
+def check_field_values(config: RunSettings) -> None:
+    """TypeError for a setting of `config` that is not of its field's type (int, float, bool, or a
+    list of ints; None where the type allows it), ValueError for a number out of range: below 0, or
+    0 too unless its name is in NON_NEGATIVE, or not finite."""
+    for setting in fields(config):
+        kind, value = str(setting.type), getattr(config, setting.name)
+        if value is None and "None" in kind:
+            continue
+        numbers = value if kind.startswith("list[int]") else [value]
+        if kind.startswith("list[int]") and not isinstance(value, (list, tuple)):
+            raise TypeError(f"{setting.name}: expected a list of whole numbers, got {value!r}")
+        for number in numbers:
+            if kind.startswith(("int", "list[int]")) and not is_whole(number):
+                raise TypeError(f"{setting.name}: expected a whole number, got {number!r}")
+            if kind.startswith("float") and not is_number(number):
+                raise TypeError(f"{setting.name}: expected a number, got {number!r}")
+            if kind == "bool" and not isinstance(number, bool):
+                raise TypeError(f"{setting.name}: expected True or False, got {number!r}")
+            if kind.startswith(("int", "float", "list[int]")) and setting.name not in config.ANY_SIGN:
+                low = 0 if setting.name in config.NON_NEGATIVE else None
+                if not math.isfinite(number) or number < 0 or (low is None and number == 0):
+                    what = "whole number" if kind.startswith(("int", "list[int]")) else "finite number"
+                    expected = f"a {what} ≥ 0" if low == 0 else f"a positive {what}"
+                    raise ValueError(f"{setting.name}: expected {expected}, got {number!r}")
+            if setting.name in config.ANY_SIGN and not math.isfinite(number):
+                raise ValueError(f"{setting.name}: expected a finite number, got {number!r}")
+        if kind.startswith("list[int]"):
+            setattr(config, setting.name, list(value))
+
+
+def is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def configured(parser: argparse.ArgumentParser, config_class: type, args: argparse.Namespace):

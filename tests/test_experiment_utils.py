@@ -292,3 +292,33 @@ def test_the_demo_builds_each_scripts_config_from_its_own():
     assert full == sine_wave_prediction.Config(out_dir=demo_script.Config().out_dir)
     with pytest.raises(ValueError, match="no --resume"):
         demo_script.Config(resume=True)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"epochs": 0}, ValueError, "epochs: expected a positive whole number, got 0"),
+        ({"lr": -1.0}, ValueError, "lr: expected a positive finite number, got -1.0"),
+        ({"lr": float("nan")}, ValueError, "lr: expected a positive finite number"),
+        ({"batch_size": "16"}, TypeError, "batch_size: expected a whole number, got '16'"),
+        ({"epochs": 2.5}, TypeError, "epochs: expected a whole number, got 2.5"),
+        ({"lengths": 40}, TypeError, "lengths: expected a list of whole numbers, got 40"),
+        ({"lengths": [10, 0]}, ValueError, "lengths: expected a positive whole number, got 0"),
+        ({"quiet": 1}, TypeError, "quiet: expected True or False, got 1"),
+        ({"seed": -1}, ValueError, "seed: expected a whole number ≥ 0, got -1"),
+        ({"seed": 2**32}, ValueError, "seed: expected 0 … 4294967295"),
+        ({"forget_bias": float("inf")}, ValueError, "forget_bias: expected a finite number, got inf"),
+        ({"recurrent_l1": -0.5}, ValueError, "recurrent_l1: expected a finite number ≥ 0"),
+    ],
+)
+def test_a_config_built_in_code_names_a_bad_value(settings, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        binary_counting.Config(**settings)
+
+
+def test_a_config_accepts_the_values_the_command_line_accepts():
+    config = binary_counting.Config(seed=0, recurrent_l1=0.0, lr=1, forget_bias=-3.0, lengths=(40, 10))
+    assert config.lengths == [10, 40] and config.forget_bias == -3.0
+    assert sine_wave_prediction.Config(plot_epochs=[0]).plot_epochs == [0]
+    with pytest.raises(ValueError, match="plot_epochs: expected a whole number ≥ 0, got -1"):
+        sine_wave_prediction.Config(plot_epochs=[-1])
