@@ -155,6 +155,12 @@ class Config:
         self.out_dir = Path(self.out_dir)
         if self.seeds is None:
             self.seeds = QUICK_SEEDS if self.quick else DEFAULT_SEEDS
+        for name in ("seeds", "workers"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(f"{name}: expected a positive whole number, got {value!r}")
+        if BASELINE not in self.variants:  # every variant is tested against it
+            self.variants = [BASELINE, *self.variants]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:

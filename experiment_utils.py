@@ -181,6 +181,8 @@ def check_field_values(config: RunSettings) -> None:
                 raise TypeError(f"{setting.name}: expected a whole number, got {number!r}")
             if kind.startswith("float") and not is_number(number):
                 raise TypeError(f"{setting.name}: expected a number, got {number!r}")
+            if kind.startswith("float"):
+                setattr(config, setting.name, float(number))  # recorded as the command line records it
             if kind == "bool" and not isinstance(number, bool):
                 raise TypeError(f"{setting.name}: expected True or False, got {number!r}")
             if kind.startswith(("int", "float", "list[int]")) and setting.name not in config.ANY_SIGN:
@@ -588,6 +590,17 @@ def apply_resume(
         parser.error(f"--resume: {path} cannot be resumed: {problem}; start a new run without --resume")
 
 
+def resume_differences(args: RunSettings, stored: dict) -> str:
+    """The settings, other than FREE_ON_RESUME, in which `args` differs from a stored run's config
+    ("lr 0.5 here, 0.001 there; …"), or ""; a setting one of them lacks is not compared."""
+    current = config_of(args)
+    return "; ".join(
+        f"{name} {current[name]} here, {stored[name]} there"
+        for name in current.keys() & stored.keys()
+        if name not in FREE_ON_RESUME and current[name] != stored[name]
+    )
+
+
 def stored_cell_problem(stored: dict) -> str | None:
     """Whether the stored --variant SPEC no longer loads, or loads another class than the run trained
     (a relative path resumed from another folder, say); None when it loads the same class."""
@@ -977,7 +990,9 @@ def model_of(config: dict | RunSettings, device: torch.device) -> LastStepRegres
     )
 
 
-def load_model(path: str | Path, config: dict | None = None, device: str = "cpu") -> LastStepRegressor:
+def load_model(
+    path: str | Path, config: dict | RunSettings | None = None, device: str = "cpu"
+) -> LastStepRegressor:
     """The model of a finished epoch, rebuilt from its weights file (e.g. figures/binary_counting.pt).
 
     The weights file holds the model's state_dict only; the settings that shape the model (`--cell`,
@@ -991,6 +1006,8 @@ def load_model(path: str | Path, config: dict | None = None, device: str = "cpu"
     path = Path(path)
     if config is None:
         config = json.loads(path.with_suffix(".json").read_text())["config"]
+    elif not isinstance(config, dict):
+        config = config_of(config)  # a script's Config
     problem = stored_cell_problem(config)
     if problem is not None:
         raise ValueError(f"cannot rebuild the model of {path}: {problem}")
@@ -1161,7 +1178,17 @@ class TrainingRun:
         that might draw a random number. Without args.resume, nothing."""
         if not self.args.resume:
             return
+        if not self.checkpoint_path.is_file():
+            raise ValueError(
+                f"resume: no run to resume in {self.args.out_dir} (expected {self.checkpoint_path})"
+            )
         checkpoint = load_checkpoint(self.checkpoint_path)
+        differing = resume_differences(self.args, checkpoint["config"])
+        if differing:  # a Config built in code; parse_args takes the stored settings in, or refuses
+            raise ValueError(
+                f"resume: the run in {self.args.out_dir} has other settings ({differing}); resume it with"
+                " its own (parse_args(['--resume', '--out-dir', ...]) takes them in)"
+            )
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.history[:] = checkpoint["history"]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import binary_counting
+import compare_variants
 import demo_script
 import sine_wave_prediction
 from experiment_utils import (
@@ -21,6 +22,7 @@ from experiment_utils import (
     build_model,
     explicit_options,
     interrupts_held,
+    load_model,
     markdown_table,
     non_negative_int,
     positive_float,
@@ -322,3 +324,29 @@ def test_a_config_accepts_the_values_the_command_line_accepts():
     assert sine_wave_prediction.Config(plot_epochs=[0]).plot_epochs == [0]
     with pytest.raises(ValueError, match="plot_epochs: expected a whole number ≥ 0, got -1"):
         sine_wave_prediction.Config(plot_epochs=[-1])
+
+
+def test_resuming_a_config_built_in_code_refuses_other_settings(tmp_path):
+    tiny = {"epochs": 1, "train_samples": 64, "valid_samples": 32, "quiet": True, "no_figures": True}
+    with pytest.raises(ValueError, match="resume: no run to resume in"):
+        binary_counting.train(binary_counting.Config(**tiny, resume=True, out_dir=tmp_path))
+    first = binary_counting.train(binary_counting.Config(**tiny, out_dir=tmp_path))
+    with pytest.raises(ValueError, match=re.escape("lr 0.5 here, 0.001 there")):
+        binary_counting.train(binary_counting.Config(**tiny, lr=0.5, resume=True, out_dir=tmp_path))
+    again = binary_counting.train(binary_counting.Config(**tiny, resume=True, out_dir=tmp_path))
+    assert again.history == first.history  # its own settings: nothing left to train
+    model = load_model(tmp_path / binary_counting.WEIGHTS_NAME, config=binary_counting.Config(**tiny))
+    assert model.lstm.hidden_size == 20
+
+
+def test_a_config_records_numbers_as_the_command_line_does():
+    config = binary_counting.Config(lr=1, forget_bias=1)
+    assert config == binary_counting.parse_args(["--lr", "1", "--forget-bias", "1"])
+    assert isinstance(config.lr, float) and isinstance(config.forget_bias, float)
+
+
+def test_the_study_config_keeps_its_baseline_and_refuses_no_workers():
+    assert compare_variants.Config(variants=["cifg"]).variants == ["standard", "cifg"]
+    for name in ("seeds", "workers"):
+        with pytest.raises(ValueError, match=f"{name}: expected a positive whole number, got 0"):
+            compare_variants.Config(**{name: 0})
