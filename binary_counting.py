@@ -213,12 +213,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     args = parser.parse_args(argv)
     args.lengths = sorted(set(args.lengths))
     if args.train_lengths is not None:
-        shortest, longest = args.train_lengths
-        if shortest > longest:
-            parser.error(f"--train-lengths: expected MIN ≤ MAX, got {shortest} {longest}")
-        if "seq_len" in explicit_options(parser, argv):
+        if "seq_len" in explicit_options(parser, argv):  # MIN ≤ MAX and the rest: Config's checks
             parser.error("--train-lengths MIN MAX replaces --seq-len (which becomes MAX); give one of them")
-        args.seq_len = longest
+        args.seq_len = args.train_lengths[1]  # as Config sets it, before --resume compares the settings
     args = finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS)
     # After --resume has taken in the stored settings, so that an edited checkpoint is refused too.
     return configured(parser, Config, args)

@@ -145,17 +145,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     add_common_arguments(parser, default_out_dir=DEFAULT_OUT_DIR)
     args = parser.parse_args(argv)
-
-    if args.window >= TRAIN_POINTS:
-        parser.error(f"--window must be below the {TRAIN_POINTS} training points, got {args.window}")
-    if args.plot_epochs is None:
-        args.plot_epochs = [epoch for epoch in PLOT_EPOCHS if epoch < args.epochs]
-    outside = [epoch for epoch in args.plot_epochs if epoch >= args.epochs]
-    if outside:
-        parser.error(
-            f"--plot-epochs {' '.join(map(str, outside))} outside this run's epochs 0 … {args.epochs - 1}"
-        )
-    args.plot_epochs = sorted(set(args.plot_epochs))
+    if args.plot_epochs is not None:  # as Config keeps them, before --resume compares the settings
+        args.plot_epochs = sorted(set(args.plot_epochs))
+    # The window, and plot epochs within the run: Config's checks, after --resume took in the run's.
     return configured(parser, Config, finish_parsing(parser, argv, args, CHECKPOINT_NAME, RESUME_KEYS))
 
 
