@@ -10,16 +10,12 @@ For an input x, the previous hidden state h and the previous cell state c, one t
     h' = o ⊙ tanh(c')
 
 This is `torch.nn.LSTM`'s cell, the one Greff et al. ("LSTM: A Search Space Odyssey", IEEE TNNLS 2017)
-call NP, "no peepholes". In this file, in reading order:
-
-- `LSTMCell`: these lines, one gate a line, and what a cell of your own may change (its docstring).
-- The variants Greff et al. compared, each a subclass that replaces the lines it changes: `VARIANTS`
-  names them (all but FGR, full gate recurrence, whose gates also read every gate's previous value).
-- `LSTM`: a stack of cells run over a sequence, called like `torch.nn.LSTM`. Its loop over time,
-  `run_layer`, runs the cell's own code at every step, whatever cell it is given; only the backward
-  pass is specialized (`lstm_bptt`), and which one is used is known from the cell's class, source and
-  instance before it runs, never by trying the cell on other values.
-- Conversions to and from `torch.nn.LSTM`, and the input checks.
+call NP, "no peepholes". In reading order: `LSTMCell`, these lines one gate a line, with what a cell of
+your own may change; the variants Greff et al. compared (`VARIANTS`, all but FGR), each a subclass that
+replaces the lines it changes; `LSTM`, a stack of cells called like `torch.nn.LSTM`, whose loop over
+time (`run_layer`) runs the cell's own code at every step, its backward pass specialized (`lstm_bptt`)
+only where the cell is known from its class, source and instance, never by trying it on other values;
+then the conversions to and from `torch.nn.LSTM`, and the input checks.
 """
 
 from __future__ import annotations
@@ -45,12 +41,12 @@ class LSTMCell(nn.Module):
 
     Shapes: x is (batch, input_size); h, c, h' and c' are (batch, hidden_size); a missing state starts
     from zeros. Parameters, for each gate k of `GATES`: W_ik (hidden_size, input_size), W_hk
-    (hidden_size, hidden_size) and, unless bias=False, b_k (hidden_size,). PyTorch keeps two biases per
-    gate (b_ih + b_hh); one is enough. `forget_bias`: the initial value of every b_f (None keeps
-    PyTorch's uniform initialization; Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0).
+    (hidden_size, hidden_size) and, unless bias=False, b_k (hidden_size,): one bias per gate where
+    PyTorch keeps two (b_ih + b_hh). `forget_bias`: every b_f's initial value (None keeps PyTorch's
+    uniform initialization; Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0).
 
     A cell of your own is a subclass (or an instance with a method replaced). The layer always runs its
-    code, and what it changes decides only how the gradients are taken (`LSTM.training_path()`):
+    code; what it changes decides only how the gradients are taken (`LSTM.training_path()`):
 
     - `GATES`: your gate names, in the order `a` is split; a gate named "u" gets W_iu, W_hu, b_u.
     - `step`, or one line of it (`input_gate`, `forget_gate`, `candidate`, `output_gate`,
@@ -60,41 +56,29 @@ class LSTMCell(nn.Module):
     - `preactivations`, `affine` or `forward`, a hook on the cell, a global module hook, a gate matrix
       that is not a registered parameter, or a parametrization: a_t is no longer the layer's to compute,
       so it calls `cell(x_t, (h, c))` at every step ("autograd, step by step").
-    - Nothing: this class and the variants of VARIANTS, exactly as this file ships them and with
-      nothing added to the instance, get lstm_bptt's hand-written backpropagation through time: the
-      textbook derivatives for this class ("bptt"), the variant's own step differentiated by autograd
-      for all steps at once ("bptt, local derivatives by autograd"). `shipped_path` tells, from the
-      class, its source and the instance, never by running the cell.
+    - Nothing: this class and the variants, exactly as this file ships them and with nothing added to
+      the instance, get lstm_bptt's hand-written backpropagation through time: the textbook derivatives
+      for this class ("bptt"), the variant's own step differentiated by autograd for all steps at once
+      ("bptt, local derivatives by autograd"). `shipped_path` tells which, without running the cell.
 
     `reset_parameters` initializes the gate matrices and biases only. A subclass that adds parameters
-    makes them on the gates' device and dtype and initializes them in its own `reset_parameters`,
-    called at the end of its `__init__` (as `PeepholeLSTMCell` does).
-
+    makes them like `first_weight(self)` (its device and dtype) and initializes them in its own
+    `reset_parameters`, called at the end of its `__init__` (as `PeepholeLSTMCell` does).
     Raises TypeError/ValueError for sizes that are not positive ints and for input or state of the
     wrong shape, dtype or device, naming what was expected and what came.
     """
 
     GATES = ("i", "f", "g", "o")  # the gates with weight matrices, in torch.nn.LSTM's stacking order
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        *,
-        forget_bias: float | None = None,
-        device=None,
-        dtype=None,
-    ) -> None:
+    def __init__(self, input_size, hidden_size, bias=True, *, forget_bias=None, device=None, dtype=None):
         super().__init__()
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.bias = check_bool("bias", bias)
         self.forget_bias = check_forget_bias(forget_bias, bias, dtype)
-        for kind, columns in (("W_i", input_size), ("W_h", hidden_size), ("b_", None)):
-            for gate in self.GATES if kind != "b_" or bias else ():
-                shape = (hidden_size,) if columns is None else (hidden_size, columns)
-                setattr(self, f"{kind}{gate}", nn.Parameter(torch.empty(shape, device=device, dtype=dtype)))
+        shapes = {"W_i": (hidden_size, input_size), "W_h": (hidden_size, hidden_size), "b_": (hidden_size,)}
+        for kind, name in gate_names(self):
+            setattr(self, name, nn.Parameter(torch.empty(shapes[kind], device=device, dtype=dtype)))
         LSTMCell.reset_parameters(self)  # this class's: a subclass's own parameters do not exist yet
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
@@ -186,10 +170,11 @@ class PeepholeLSTMCell(LSTMCell):
     p_i, p_f and p_o are (hidden_size,) parameters; everything else is LSTMCell's.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, **options) -> None:
+    def __init__(self, input_size, hidden_size, bias=True, **options):
         super().__init__(input_size, hidden_size, bias, **options)
-        like = first_weight(self)
-        self.p_i, self.p_f, self.p_o = (nn.Parameter(like.new_empty(hidden_size)) for _ in "ifo")
+        self.p_i, self.p_f, self.p_o = (
+            nn.Parameter(first_weight(self).new_empty(hidden_size)) for _ in "ifo"
+        )
         self.reset_parameters()  # again, now that the peepholes exist
 
     def reset_parameters(self) -> None:
@@ -382,11 +367,12 @@ class LSTM(nn.Module):
         for layer, cell in enumerate(self.cells):
             if layer > 0 and self.dropout > 0:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
+            h, c = h_0[layer], c_0[layer]
             if records is not None:  # trace: the plain loop, differentiable as it stands
-                layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer], records[layer])
+                layer_input, (h, c) = run_layer(cell, layer_input, h, c, records[layer])
             else:
                 path = self.path_of(cell, needs_gradient(layer_input, h_0, c_0, cell), layer_input.shape[1])
-                layer_input, (h, c) = run_layer_by(path, cell, layer_input, h_0[layer], c_0[layer])
+                layer_input, (h, c) = run_layer_by(path, cell, layer_input, h, c)
             h_n.append(h)
             c_n.append(c)
         # Stacked, so h_n and c_n are tensors of their own, never views of output (as in nn.LSTM).
@@ -400,7 +386,6 @@ class LSTM(nn.Module):
         return paths[0] if len(set(paths)) == 1 else "; ".join(f"layer {n}: {p}" for n, p in enumerate(paths))
 
     def path_of(self, cell: LSTMCell, needs_grad: bool, batch_size: int) -> str:
-        special = special_mode()
         if called_whole(cell):
             path = "autograd, step by step"
         elif not needs_grad or self.backward == "autograd":
@@ -408,7 +393,7 @@ class LSTM(nn.Module):
         else:
             path = clean_shipped_path(cell) or "autograd"
         if needs_grad and self.backward == "bptt" and path != "bptt":
-            if special:
+            if special := special_mode():
                 raise RuntimeError(
                     f"LSTM(backward='bptt') cannot run under {special}: its hand-derived backward pass "
                     "works in eager mode only; use backward='auto' or 'autograd'"
@@ -423,24 +408,23 @@ class LSTM(nn.Module):
 
     def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
         """x as (seq_len, batch, input_size), the checked state, and the inverse of that layout."""
-        layers, hidden, like = self.num_layers, self.hidden_size, first_weight(self.cells[0])
         unbatched = isinstance(x, Tensor) and x.dim() == 2
-        shape = tuple(x.shape) if isinstance(x, Tensor) else ()
+        layout = "seq_len" if unbatched else "batch, seq_len" if self.batch_first else "seq_len, batch"
+        like, rank = first_weight(self.cells[0]), 2 if unbatched else 3
+        check_input(x, f"({layout}, input_size={self.input_size})", rank=rank, like=like, name="x")
+        shape, layers, hidden = tuple(x.shape), self.num_layers, self.hidden_size
         if unbatched:
-            check_input(x, f"(seq_len, input_size={self.input_size})", rank=2, like=like, name="x")
             for name, tensor in zip(("h_0", "c_0"), () if hx is None else check_pair(hx), strict=False):
                 if isinstance(tensor, Tensor) and tensor.dim() != 2:
                     raise ValueError(
-                        f"for unbatched 2-D input x of shape {tuple(x.shape)}, {name} must also be "
-                        f"2-D, (num_layers={layers}, hidden_size={hidden}); got {tuple(tensor.shape)}"
+                        f"for unbatched 2-D input x of shape {shape}, {name} must also be 2-D, "
+                        f"(num_layers={layers}, hidden_size={hidden}); got {tuple(tensor.shape)}"
                     )
             if hx is not None:
                 hx = tuple(tensor.unsqueeze(1) for tensor in check_state(hx, (layers, hidden), like=x))
             x = x.unsqueeze(1)
-        else:
-            layout = "batch, seq_len" if self.batch_first else "seq_len, batch"
-            check_input(x, f"({layout}, input_size={self.input_size})", rank=3, like=like, name="x")
-            x = x.transpose(0, 1) if self.batch_first else x
+        elif self.batch_first:
+            x = x.transpose(0, 1)
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"x must hold a non-empty sequence and batch, got shape {shape}")
 
@@ -480,9 +464,7 @@ PROJECTION_STEPS = 256  # input projections computed this many steps at a time, 
 BPTT_LARGEST_STATE = {"bptt": 2048, "bptt, local derivatives by autograd": 256}
 
 
-def run_layer(
-    cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable | None = None, whole: bool | None = None
-):
+def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable | None = None, whole=None):
     """One layer over x (seq_len, batch, input_size) from h, c (batch, hidden): (every step's h, (h, c)).
 
     The loop over time. Each step runs the cell's own code: `cell.step` on every gate's pre-activation
@@ -554,10 +536,14 @@ def gate_inputs(cell: LSTMCell, a: Tensor) -> dict[str, Tensor]:
     return dict(zip(cell.GATES, a.chunk(len(cell.GATES), dim=1), strict=True))
 
 
-def gate_parameters(cell: LSTMCell) -> list[Tensor]:
-    """The cell's W_i*, then W_h*, then b_* (with bias), each group in the order of cell.GATES."""
+def gate_names(cell: LSTMCell) -> list[tuple[str, str]]:
+    """(kind, name) of the cell's W_i*, then W_h*, then b_* (with bias), each in the order of GATES."""
     kinds = ("W_i", "W_h", "b_") if cell.bias else ("W_i", "W_h")
-    return [getattr(cell, f"{kind}{gate}") for kind in kinds for gate in cell.GATES]
+    return [(kind, f"{kind}{gate}") for kind in kinds for gate in cell.GATES]
+
+
+def gate_parameters(cell: LSTMCell) -> list[Tensor]:
+    return [getattr(cell, name) for _, name in gate_names(cell)]
 
 
 def first_weight(cell: LSTMCell) -> Tensor:
@@ -579,9 +565,8 @@ class StackParameters(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *gradients: Tensor | None) -> tuple[Tensor | None, ...]:
         ctx.saved_tensors  # noqa: B018  (reading them is the check: it raises after an in-place change)
-        return (
-            None,
-            *(part for gradient in gradients if gradient is not None for part in gradient.chunk(ctx.gates)),
+        return None, *(
+            part for gradient in gradients if gradient is not None for part in gradient.chunk(ctx.gates)
         )
 
 
@@ -589,8 +574,8 @@ class StackParameters(torch.autograd.Function):
 # SHA-256 of each shipped class's source as this file ships it. tests/test_lstm_cell.py recomputes them;
 # after an intended edit of one of these classes, put in the new values it prints.
 SHIPPED_SOURCE = {
-    "LSTMCell": "129ef77cfa65fc71",
-    "PeepholeLSTMCell": "7ebcb6318be34a6a",
+    "LSTMCell": "7dfc049354c6bac5",
+    "PeepholeLSTMCell": "9edd94d65981087c",
     "NoInputGateLSTMCell": "24d87e3e74a10784",
     "NoForgetGateLSTMCell": "2187ea41cd6e78ad",
     "NoOutputGateLSTMCell": "50cdf8f74426b01c",
@@ -638,8 +623,8 @@ def called_whole(cell: LSTMCell) -> bool:
     cls, route = type(cell), ("forward", "preactivations", "affine")
     own = not as_shipped(LSTMCell) or any(getattr(cls, name) is not vars(LSTMCell)[name] for name in route)
     own = own or any(name in vars(cell) for name in route) or cls.__call__ is not nn.Module.__call__
-    gates = [f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in cell.GATES]
-    return own or not all(name in cell._parameters for name in gates) or has_call_hooks(cell)
+    registered = all(name in cell._parameters for _, name in gate_names(cell))
+    return own or not registered or has_call_hooks(cell)
 
 
 def has_call_hooks(cell: nn.Module) -> bool:
@@ -665,7 +650,7 @@ def clean_shipped_path(cell: LSTMCell) -> str | None:
     cls = type(cell)
     if cls not in SHIPPED_CLASSES or not as_shipped(cls):
         return None
-    gates = {f"{kind}{gate}" for kind in ("W_i", "W_h", "b_")[: 3 if cell.bias else 2] for gate in cls.GATES}
+    gates = {name for _, name in gate_names(cell)}
     parameters = list(cell._parameters.values())
     clean = set(vars(cell)) == MODULE_ATTRIBUTES | {"input_size", "hidden_size", "bias", "forget_bias"}
     clean = clean and set(cell._parameters) == gates | OWN_PARAMETERS.get(cls, set())
@@ -715,11 +700,9 @@ def cell_from_torch(cls: type[LSTMCell], cell: nn.LSTMCell) -> LSTMCell:
         raise TypeError(f"from_torch expected a torch.nn.LSTMCell, got {type(cell).__name__}")
     if cls is not LSTMCell:
         raise ValueError(f"from_torch builds the standard LSTMCell; {cls.__name__} is a variant")
-    weight = cell.weight_ih
-    ours = cls(cell.input_size, cell.hidden_size, cell.bias, device=weight.device, dtype=weight.dtype)
-    load_torch_weights(
-        ours, cell.weight_ih, cell.weight_hh, (cell.bias_ih, cell.bias_hh) if cell.bias else None
-    )
+    like = cell.weight_ih
+    ours = cls(cell.input_size, cell.hidden_size, cell.bias, device=like.device, dtype=like.dtype)
+    load_torch_weights(ours, like, cell.weight_hh, (cell.bias_ih, cell.bias_hh) if cell.bias else None)
     return ours.train(cell.training)
 
 
@@ -727,19 +710,10 @@ def lstm_from_torch(cls: type[LSTM], lstm: nn.LSTM) -> LSTM:
     if not isinstance(lstm, nn.LSTM):
         raise TypeError(f"from_torch expected a torch.nn.LSTM, got {type(lstm).__name__}")
     check_unsupported(lstm.bidirectional, lstm.proj_size, what="from_torch")
-    weight = lstm.weight_ih_l0
-    ours = cls(
-        lstm.input_size,
-        lstm.hidden_size,
-        lstm.num_layers,
-        lstm.bias,
-        lstm.batch_first,
-        lstm.dropout,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
+    settings = (lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout)
+    ours = cls(*settings, device=lstm.weight_ih_l0.device, dtype=lstm.weight_ih_l0.dtype)
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if lstm.bias else 2]
     for layer, cell in enumerate(ours.cells):
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if lstm.bias else 2]
         weights = [getattr(lstm, f"{name}_l{layer}") for name in names]
         load_torch_weights(cell, *weights[:2], weights[2:] or None)
     return ours.train(lstm.training)
@@ -784,18 +758,15 @@ def cell_to_torch(cell: LSTMCell) -> nn.LSTMCell:
 def trained_like_torch(cell: LSTMCell) -> dict[str, bool]:
     """Whether nn.LSTMCell's "weight_ih", "weight_hh" and "bias" would train, read from the gates' own
     parameters; ValueError where the gates of one stacked matrix disagree."""
-    groups = {"weight_ih": "W_i{}", "weight_hh": "W_h{}"} | ({"bias": "b_{}"} if cell.bias else {})
     trains = {}
-    for name, pattern in groups.items():
-        flags = {
-            pattern.format(gate): getattr(cell, pattern.format(gate)).requires_grad for gate in cell.GATES
-        }
+    for name, group in (("weight_ih", "W_i"), ("weight_hh", "W_h"), ("bias", "b_")):
+        flags = {gate: getattr(cell, gate).requires_grad for kind, gate in gate_names(cell) if kind == group}
         if len(set(flags.values())) > 1:
             raise ValueError(
                 f"to_torch: torch.nn.LSTM stacks {', '.join(flags)} in one {name}, which trains or "
                 f"not as a whole, but here only some of them train ({flags}); set requires_grad alike"
             )
-        trains[name] = next(iter(flags.values()))
+        trains[name] = all(flags.values())  # True where there is no such matrix (no bias)
     return trains
 
 
