@@ -17,6 +17,7 @@ import binary_counting
 import check_cell
 import compare_variants
 import demo_script
+import lstm_cell
 import sine_wave_prediction
 from experiment_utils import load_cell_class, load_model
 
@@ -344,9 +345,13 @@ def test_check_cell_says_a_dropout_cell_is_random_in_training(folder, capsys):
     assert "info  deterministic in training mode" in capsys.readouterr().out
 
 
-def test_check_cell_names_the_shipped_paths():
+def test_check_cell_names_the_shipped_paths(monkeypatch):
     lines = check_cell.training_paths(load_cell_class("standard"))
     assert lines[0].startswith("training path at binary counting's size: bptt (lstm_cell.LSTMCell as shipped")
     lines = check_cell.training_paths(load_cell_class("cifg"))
-    assert "autograd (as shipped, but a state of batch × hidden above 256" in lines[0]
+    assert all("bptt, local derivatives by autograd (a variant as shipped" in line for line in lines)
+    # Binary counting's state is batch 16 × hidden 20 = 320: below the threshold, by hand; above, autograd.
+    monkeypatch.setitem(lstm_cell.BPTT_LARGEST_STATE, "bptt, local derivatives by autograd", 319)
+    lines = check_cell.training_paths(load_cell_class("cifg"))
+    assert "autograd (as shipped, but a state of batch × hidden above 319" in lines[0]
     assert "bptt, local derivatives by autograd (a variant as shipped" in lines[1]
