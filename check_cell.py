@@ -32,12 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from experiment_utils import cell_class_name, first_line, load_cell_class, variant_spec
-from lstm_cell import BPTT_LARGEST_STATE, LSTM, LSTMCell, called_whole, clean_shipped_path
+from lstm_cell import BPTT_LARGEST_STATE, LSTM, LSTMCell, shipped_path
 
 LAYERS, INPUT_SIZE, HIDDEN_SIZE, STEPS, BATCH = 2, 3, 4, 5, 2  # the float64 layer the checks run on
 # The published sizes (batch, seq_len, input_size, hidden_size): binary counting, then the sine wave.
 PUBLISHED_SIZES = {"binary counting": (16, 20, 1, 20), "sine wave": (1, 40, 1, 50)}
-STEPPING_TOLERANCE = 1e-10  # float64: the layer's stacked matmuls round differently from the cell's own
+STEPPING_TOLERANCE = 1e-10  # float64: a shipped cell's stacked matmuls round differently
 FINITE_DIFFERENCE = 1e-6
 
 
@@ -197,7 +197,7 @@ def check_stepping(layer_run: Callable, step_run: Callable, names: list[str], va
 def describe_trace(layer: LSTM, x: Tensor) -> str:
     try:
         records = layer.trace(x)
-    except Exception as failure:  # a cell the layer calls whole, or whose step names other keys
+    except Exception as failure:  # a cell with its own forward or a hook, or whose step names other keys
         return f"trace: not available ({first_line(failure)})"
     shapes = {key: tuple(value.shape) for key, value in records[0].items()}
     keys = ", ".join(shapes)
@@ -224,15 +224,13 @@ def describe_randomness(layer: LSTM, x: Tensor) -> str:
 
 
 def path_reason(cell: LSTMCell, path: str) -> str:
-    """Why `path`: from the same tests LSTM.path_of makes."""
-    if called_whole(cell):
-        return (
-            "its forward, preactivations or affine are its own (or it has a hook): the layer calls the"
-            " cell whole at every step, and autograd differentiates it"
-        )
-    shipped = clean_shipped_path(cell)
+    """Why `path`: from the same test LSTM.path_of makes (`lstm_cell.shipped_path`)."""
+    shipped = shipped_path(cell)
     if shipped is None:
-        return "a class lstm_cell.py does not ship (or changed since): autograd differentiates its own step"
+        return (
+            "a class lstm_cell.py does not ship (or changed since), or an instance with something of its own:"
+            " the layer calls the cell at every step, and autograd differentiates it"
+        )
     if path != shipped:
         return (
             f"as shipped, but a state of batch × hidden above {BPTT_LARGEST_STATE[shipped]}, where autograd"

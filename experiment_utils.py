@@ -964,7 +964,7 @@ def lstm_path(model: LastStepRegressor, batch_size: int, compiled: bool = False)
         return "torch.nn.LSTM"
     if model.readout == "c":  # trace: the layer's plain loop, differentiated by autograd
         return "autograd"
-    return "autograd, step by step (torch.compile)" if compiled else model.lstm.training_path(batch_size)
+    return "autograd (torch.compile)" if compiled else model.lstm.training_path(batch_size)
 
 
 def trained_cell(model: LastStepRegressor, variant: str, batch_size: int, compiled: bool = False) -> str:

@@ -124,7 +124,7 @@ def plot_gates(lstm: LSTM, x: Tensor, *, layer: int = -1, title: str | None = No
 
     Read from `lstm.trace`, so for a variant the panels show the values its step uses (ones for a
     gate it removes). Raises TypeError for anything but the hand-written LSTM, ValueError for x of
-    another shape and for a cell the layer calls whole (trace's error)."""
+    another shape and for a cell whose call runs its own forward or a hook (trace's error)."""
     if not isinstance(x, Tensor) or x.dim() != 2:
         shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ValueError(f"expected one sequence x of shape (seq_len, input_size), got {shape}")

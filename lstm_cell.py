@@ -10,12 +10,11 @@ For an input x, the previous hidden state h and the previous cell state c, one t
     h' = o ⊙ tanh(c')
 
 This is `torch.nn.LSTM`'s cell, the one Greff et al. ("LSTM: A Search Space Odyssey", IEEE TNNLS 2017)
-call NP, "no peepholes". In reading order: `LSTMCell`, these lines one gate a line, with what a cell of
-your own may change; the variants Greff et al. compared (`VARIANTS`, all but FGR), each a subclass that
-replaces the lines it changes; `LSTM`, a stack of cells called like `torch.nn.LSTM`, whose loop over
-time (`run_layer`) runs the cell's own code at every step, its backward pass specialized (`lstm_bptt`)
-only where the cell is known from its class, source and instance, never by trying it on other values;
-then the conversions to and from `torch.nn.LSTM`, and the input checks.
+call NP, "no peepholes". In reading order: `LSTMCell`, these lines one gate a line; the variants Greff et
+al. compared (`VARIANTS`); `LSTM`, a stack of cells called like `torch.nn.LSTM`, whose one loop over time
+(`run_layer`) calls each cell at every step; `shipped_path`, which knows from a cell's class, source and
+instance, never by running it, whether lstm_bptt's hand-written backward pass is the cell's own; then the
+conversions to and from `torch.nn.LSTM`, and the input checks.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 import lstm_bptt
 
 State = tuple[Tensor, Tensor]
-Steps = dict[str, Tensor]  # one step's i, f, g, o, c and h (and "a", the pre-activations, in the layer)
+Steps = dict[str, Tensor]  # one step's i, f, g, o, c and h (and "a", the pre-activations, in lstm_bptt)
 
 
 class LSTMCell(nn.Module):
@@ -45,24 +43,18 @@ class LSTMCell(nn.Module):
     PyTorch keeps two (b_ih + b_hh). `forget_bias`: every b_f's initial value (None keeps PyTorch's
     uniform initialization; Jozefowicz, Zaremba & Sutskever, ICML 2015, recommend 1.0).
 
-    A cell of your own is a subclass (or an instance with a method replaced). The layer always runs its
-    code; what it changes decides only how the gradients are taken (`LSTM.training_path()`):
-
-    - `GATES`: your gate names, in the order `a` is split; a gate named "u" gets W_iu, W_hu, b_u.
-    - `step`, or one line of it (`input_gate`, `forget_gate`, `candidate`, `output_gate`,
-      `output_activation`): the layer computes every gate's a_k from stacked matrices, runs your step
-      on them, and autograd differentiates what it ran ("autograd"), whatever the step does (mix units,
-      draw random numbers, keep state, transform its own gradients).
-    - `preactivations`, `affine` or `forward`, a hook on the cell, a global module hook, a gate matrix
-      that is not a registered parameter, or a parametrization: a_t is no longer the layer's to compute,
-      so it calls `cell(x_t, (h, c))` at every step ("autograd, step by step").
-    - Nothing: this class and the variants, exactly as this file ships them and with nothing added to
-      the instance, get lstm_bptt's hand-written backpropagation through time: the textbook derivatives
-      for this class ("bptt"), the variant's own step differentiated by autograd for all steps at once
-      ("bptt, local derivatives by autograd"). `shipped_path` tells which, without running the cell.
+    A cell of your own is a subclass (or an instance with a method replaced). It may override `step`,
+    one line of it (`input_gate`, `forget_gate`, `candidate`, `output_gate`, `output_activation`),
+    `preactivations` (every gate's a_k = W_ik x + W_hk h + b_k), `affine` (one of them) or `forward`;
+    `GATES` names its gates (a gate "u" gets W_iu, W_hu, b_u). Whatever it overrides, the layer calls
+    `cell(x_t, (h, c))` at every step, hooks included, and autograd differentiates what ran ("autograd"
+    in `LSTM.training_path()`). Only this class and the variants, exactly as this file ships them and
+    with nothing added to the instance (`shipped_path`), train by lstm_bptt's hand-written backward pass
+    instead: the same step forward, then the textbook derivatives ("bptt") or, for a variant, its own
+    step's, taken by autograd ("bptt, local derivatives by autograd").
 
     `reset_parameters` initializes the gate matrices and biases only. A subclass that adds parameters
-    makes them like `first_weight(self)` (its device and dtype) and initializes them in its own
+    makes them like `first_weight(self)` (its dtype and device) and initializes them in its own
     `reset_parameters`, called at the end of its `__init__` (as `PeepholeLSTMCell` does).
     Raises TypeError/ValueError for sizes that are not positive ints and for input or state of the
     wrong shape, dtype or device, naming what was expected and what came.
@@ -74,7 +66,7 @@ class LSTMCell(nn.Module):
         super().__init__()
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
-        self.bias = check_bool("bias", bias)
+        self.bias = check_type("bias", bias, bool)
         self.forget_bias = check_forget_bias(forget_bias, bias, dtype)
         shapes = {"W_i": (hidden_size, input_size), "W_h": (hidden_size, hidden_size), "b_": (hidden_size,)}
         for kind, name in gate_names(self):
@@ -279,19 +271,19 @@ class LSTM(nn.Module):
     (num_layers, batch, hidden_size). A missing state starts from zeros. `dropout` applies to every
     layer's output but the last, in training mode, as in torch.nn.LSTM.
 
-    `variant` names the cell class (a key of `VARIANTS`, or an `LSTMCell` subclass); `forget_bias`
-    is passed to every cell. Every path runs the cell's own code forward (`run_layer`); `backward`
-    chooses how gradients flow back through time (`training_path()` names the one a step takes):
+    `variant` names the cell class (a key of `VARIANTS`, or an `LSTMCell` subclass); `forget_bias` is
+    passed to every cell. Every path runs the cell's own code forward (`run_layer`); `backward` chooses
+    how gradients flow back through time, and `training_path()` names the path a training step takes:
 
-    - "auto" (default): for LSTMCell and the variants as shipped (`shipped_path`), `lstm_bptt`'s
+    - "auto" (default): for LSTMCell and the variants as shipped (`shipped_path`), lstm_bptt's
       backpropagation through time while a step's state (batch × hidden_size) is at most
-      BPTT_LARGEST_STATE (first-order only); autograd for larger ones, where the arithmetic, not the
-      number of calls, takes the time (benchmarks/README.md), and for every other cell;
+      BPTT_LARGEST_STATE (first-order only); beyond, where the arithmetic rather than the number of
+      calls takes the time (benchmarks/README.md), and for every other cell, autograd;
     - "bptt": the textbook derivatives at every size, or a clear error for any other cell;
-    - "autograd": PyTorch differentiates the cell's own steps (gradients of gradients included).
+    - "autograd": PyTorch differentiates the cell's own calls (gradients of gradients included).
 
     Under `torch.compile`, `torch.export`, `torch.jit.trace`, `torch.func` transforms, forward-mode AD
-    and autocast, every cell is called whole at every step and autograd differentiates it.
+    and autocast, every cell is called at every step and autograd differentiates it.
     Raises ValueError for `bidirectional=True` and `proj_size > 0`, which it does not implement.
     """
 
@@ -318,8 +310,8 @@ class LSTM(nn.Module):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
-        self.bias = check_bool("bias", bias)
-        self.batch_first = check_bool("batch_first", batch_first)
+        self.bias = check_type("bias", bias, bool)
+        self.batch_first = check_type("batch_first", batch_first, bool)
         self.dropout = check_dropout(dropout, num_layers)
         check_unsupported(bidirectional, proj_size)
         self.cell_class = cell_class_of(variant)
@@ -332,8 +324,8 @@ class LSTM(nn.Module):
         )
 
     def __setattr__(self, name: str, value) -> None:
-        if name == "backward":  # also when set later: a misspelt path must not train silently
-            check_choice("backward", value, self.BACKWARDS)
+        if name == "backward" and value not in self.BACKWARDS:  # a misspelt path must not train silently
+            raise ValueError(f"backward must be one of {self.BACKWARDS}, got {value!r}")
         super().__setattr__(name, value)
 
     def forward(self, x: Tensor, hx: State | None = None) -> tuple[Tensor, State]:
@@ -344,23 +336,21 @@ class LSTM(nn.Module):
     def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
         """Every step's i, f, g, o, c and h, one dict per layer, each laid out like `output`.
 
-        Recorded from the cells' own `step`, in the same loop that trains. For a gate a variant removes,
-        the value the variant uses (ones, or 1 − i for CIFG's f). Gradients flow through the result when
-        grad mode is on. Raises ValueError for a cell the layer calls whole (see LSTMCell), whose gates
-        it never sees.
+        Recorded from the cells' own `step`, in the loop that trains, differentiable by autograd. For a
+        gate a variant removes, the value the variant uses (ones, or 1 − i for CIFG's f). Raises
+        ValueError for a cell whose call runs more than LSTMCell.forward (its own forward, a hook), which
+        may change what its step returned.
         """
         x, (h_0, c_0), restore = self.prepare(x, state)
         for cell in self.cells:
-            if called_whole(cell):
+            if "forward" in vars(cell) or type(cell).forward is not LSTMCell.forward or has_hooks(cell):
                 raise ValueError(
-                    f"trace reads the gates from {type(cell).__name__}.step, but this cell is called whole "
-                    "(its forward, preactivations or affine are its own, it has a hook, or a mode such as "
-                    "autocast is on): trace by hand"
+                    f"trace reads the gates from {type(cell).__name__}.step, but calling this cell runs its "
+                    "own forward or a hook, which may change what the step returned: trace by hand"
                 )
         layers: list[list[Steps]] = [[] for _ in self.cells]
         self.run(x, h_0, c_0, records=[layer.append for layer in layers])
-        keys = ("i", "f", "g", "o", "c", "h")
-        return [{key: restore(torch.stack([s[key] for s in steps])) for key in keys} for steps in layers]
+        return [{key: restore(torch.stack([s[key] for s in steps])) for key in "ifgoch"} for steps in layers]
 
     def run(self, x: Tensor, h_0: Tensor, c_0: Tensor, records: list[Callable] | None = None):
         """Every layer in turn: (the last layer's output, h_n, c_n), x laid out (seq_len, batch, input)."""
@@ -368,12 +358,12 @@ class LSTM(nn.Module):
         for layer, cell in enumerate(self.cells):
             if layer > 0 and self.dropout > 0:
                 layer_input = nn.functional.dropout(layer_input, self.dropout, self.training)
-            h, c = h_0[layer], c_0[layer]
-            if records is not None:  # trace: the plain loop, differentiable as it stands
-                layer_input, (h, c) = run_layer(cell, layer_input, h, c, records[layer])
-            else:
-                path = self.path_of(cell, needs_gradient(layer_input, h_0, c_0, cell), layer_input.shape[1])
-                layer_input, (h, c) = run_layer_by(path, cell, layer_input, h, c)
+            needs_grad = torch.is_grad_enabled() and any(
+                tensor.requires_grad for tensor in (layer_input, h_0, c_0, *cell.parameters())
+            )
+            path = "autograd" if records else self.path_of(cell, needs_grad, layer_input.shape[1])
+            record = records[layer] if records else None
+            layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer], path, record)
             h_n.append(h)
             c_n.append(c)
         # Stacked, so h_n and c_n are tensors of their own, never views of output (as in nn.LSTM).
@@ -381,20 +371,16 @@ class LSTM(nn.Module):
 
     def training_path(self, batch_size: int = 1) -> str:
         """How a training step of `batch_size` sequences runs in eager mode, one of `PATHS` (where the
-        layers differ, each layer's), decided as `forward` decides it: from each cell's class, source and
-        instance, without running it."""
+        layers differ, each layer's), decided as `forward` decides it, without running a cell."""
         paths = [self.path_of(cell, needs_grad=True, batch_size=batch_size) for cell in self.cells]
         return paths[0] if len(set(paths)) == 1 else "; ".join(f"layer {n}: {p}" for n, p in enumerate(paths))
 
     def path_of(self, cell: LSTMCell, needs_grad: bool, batch_size: int) -> str:
-        if called_whole(cell):
-            path = "autograd, step by step"
-        elif not needs_grad or self.backward == "autograd":
-            path = "autograd"
-        else:
-            path = clean_shipped_path(cell) or "autograd"
-        if needs_grad and self.backward == "bptt" and path != "bptt":
-            if special := special_mode():
+        """One of PATHS, or WITHOUT_GRADIENTS for a shipped cell when nothing needs a gradient."""
+        special = special_mode()
+        shipped = None if special else shipped_path(cell)
+        if needs_grad and self.backward == "bptt" and shipped != "bptt":
+            if special:
                 raise RuntimeError(
                     f"LSTM(backward='bptt') cannot run under {special}: its hand-derived backward pass "
                     "works in eager mode only; use backward='auto' or 'autograd'"
@@ -404,8 +390,12 @@ class LSTM(nn.Module):
                 f"{type(cell).__name__} is not lstm_cell.LSTMCell as shipped (a variant, a subclass, an "
                 "edited or hooked cell); use backward='auto' or 'autograd', which differentiate its own step"
             )
-        large = batch_size * cell.hidden_size > BPTT_LARGEST_STATE.get(path, math.inf)
-        return "autograd" if self.backward == "auto" and large else path
+        if shipped is None:
+            return "autograd"
+        if not needs_grad:
+            return WITHOUT_GRADIENTS
+        large = batch_size * cell.hidden_size > BPTT_LARGEST_STATE[shipped] and self.backward == "auto"
+        return "autograd" if large or self.backward == "autograd" else shipped
 
     def prepare(self, x: Tensor, hx: State | None) -> tuple[Tensor, State, Callable]:
         """x as (seq_len, batch, input_size), the checked state, and the inverse of that layout."""
@@ -456,52 +446,44 @@ class LSTM(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The loop over time, and the paths that differentiate it
+# The loop over time
 
-PATHS = ("bptt", "bptt, local derivatives by autograd", "autograd", "autograd, step by step")
+PATHS = ("bptt", "bptt, local derivatives by autograd", "autograd")
+WITHOUT_GRADIENTS = "shipped cell, without gradients"
 PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
 # The largest batch × hidden_size at which "auto" backpropagates by hand: beyond, the arithmetic, not the
 # number of calls, takes the time, and autograd is as fast or faster (benchmarks/README.md).
 BPTT_LARGEST_STATE = {"bptt": 2048, "bptt, local derivatives by autograd": 512}
 
 
-def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, record: Callable | None = None, whole=None):
+def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", record=None):
     """One layer over x (seq_len, batch, input_size) from h, c (batch, hidden): (every step's h, (h, c)).
 
-    The loop over time. Each step runs the cell's own code: `cell.step` on every gate's pre-activation
-    a_t = (W_x x_t + b) + W_h h_{t-1} (the input's share needs no recurrence, so one matmul computes it
-    for PROJECTION_STEPS steps), or, for a cell called whole (`called_whole`), `cell(x_t, (h, c))`.
-    `record` is called with every step's dict: step's, with "a", the stacked a_t. `whole`: whether the
-    cell is called whole, where the caller knows it already.
+    The loop over time; each step runs the cell's own code (`stepper`), and hands `record`, where
+    given, every step's dict. A "bptt" path runs this loop inside lstm_bptt, which differentiates it.
     """
-    whole = called_whole(cell) if whole is None else whole
-    step = step_function(cell, x, whole)
-    versions = [] if whole else [parameter._version for parameter in gate_parameters(cell)]
-    # Without a graph to keep, every h goes straight into the output: a long sequence never holds its
-    # outputs twice (every step's, and stacked). Inference mode is lstm_bptt's forward, which keeps them.
-    plain = not (torch.is_grad_enabled() or torch.is_inference_mode_enabled() or torch.jit.is_tracing())
-    hs = x.new_empty(len(x), *h.shape) if plain else []
+    if path.startswith("bptt"):
+        return backpropagated_by_hand(cell, x, h, c, path)
+    step, hs = stepper(cell, x, path, traced=record is not None), []
     for t in range(len(x)):
         steps = step(t, h, c)
         h, c = steps["h"], steps["c"]
-        if plain:
-            hs[t] = h
-        else:
-            hs.append(h)
+        hs.append(h)
         if record is not None:
             record(steps)
-    if not whole and versions != [parameter._version for parameter in gate_parameters(cell)]:
-        raise RuntimeError(
-            f"{type(cell).__name__} changed a gate matrix in place during the sequence, which the layer had "
-            "stacked at its start; change the parameters between calls, or override forward to step it whole"
-        )
-    return hs if plain else torch.stack(hs), (h, c)
+    return torch.stack(hs), (h, c)
 
 
-def step_function(cell: LSTMCell, x: Tensor, whole: bool) -> Callable[[int, Tensor, Tensor], Steps]:
-    if whole:
+def stepper(cell: LSTMCell, x: Tensor, path: str, traced: bool) -> Callable[[int, Tensor, Tensor], Steps]:
+    """Step t from (h, c): "autograd" calls `cell(x_t, (h, c))`, or for `trace` runs `cell.step` on
+    `cell.preactivations` (the gates' values). A shipped cell (WITHOUT_GRADIENTS, and inside lstm_bptt),
+    whose a_t = (W_x x_t + b) + W_h h_{t-1} the layer knows, runs `cell.step` on a_t from stacked
+    matrices, the input's share, which needs no recurrence, computed PROJECTION_STEPS steps at a time."""
+    if path != WITHOUT_GRADIENTS:
+        if traced:
+            return lambda t, h, c: cell.step(cell.preactivations(x[t], h), c)
         return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
-    W_x, W_h, b = StackParameters.apply(len(cell.GATES), *gate_parameters(cell))
+    W_x, W_h, b = lstm_bptt.stack_weights(gate_parameters(cell), len(cell.GATES))
     W_h_T, chunk = W_h.T, {}
 
     def step(t: int, h: Tensor, c: Tensor) -> Steps:
@@ -513,23 +495,21 @@ def step_function(cell: LSTMCell, x: Tensor, whole: bool) -> Callable[[int, Tens
     return step
 
 
-def run_layer_by(path: str, cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, State]:
-    """`run_layer`, differentiated by autograd or by lstm_bptt (with the textbook derivatives for "bptt",
-    the cell's own step otherwise)."""
-    if not path.startswith("bptt"):
-        return run_layer(cell, x, h, c, whole=path == "autograd, step by step")
+def backpropagated_by_hand(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path: str):
+    """`run_layer` of a shipped cell differentiated by lstm_bptt: with the textbook derivatives ("bptt"),
+    or with the local derivatives of the variant's own step."""
     parameters = gate_parameters(cell)
-    others = [p for p in cell.parameters() if not any(p is q for q in parameters)]  # a peephole's p_i
+    own = [p for p in cell.parameters() if not any(p is q for q in parameters)]  # a peephole's p_i
 
-    def step(a: Tensor, c: Tensor) -> State:
+    def local(a: Tensor, c: Tensor) -> State:
         steps = cell.step(gate_inputs(cell, a), c)
         return steps["c"], steps["h"]
 
-    def run(x: Tensor, h: Tensor, c: Tensor, record: Callable | None) -> tuple[Tensor, State]:
-        return run_layer(cell, x, h, c, record, whole=False)
+    def run(x: Tensor, h: Tensor, c: Tensor, record: Callable) -> tuple[Tensor, State]:
+        return run_layer(cell, x, h, c, WITHOUT_GRADIENTS, record)
 
-    local = None if path == "bptt" else step
-    return lstm_bptt.run_layer(run, local, len(cell.GATES), x, h, c, parameters, others)
+    step = None if path == "bptt" else local
+    return lstm_bptt.run_layer(run, step, len(cell.GATES), x, h, c, parameters, own)
 
 
 def gate_inputs(cell: LSTMCell, a: Tensor) -> dict[str, Tensor]:
@@ -552,30 +532,13 @@ def first_weight(cell: LSTMCell) -> Tensor:
     return getattr(cell, f"W_i{cell.GATES[0]}")
 
 
-class StackParameters(torch.autograd.Function):
-    """(W_x, W_h, b): the gate matrices concatenated in groups of `gates` (b None without bias), which
-    also saves the parameters: after an in-place change of one, backward raises as for torch.nn.LSTM
-    (torch.cat alone saves nothing, and the gradient would be taken at the old value)."""
+# ---------------------------------------------------------------------------------------------------
+# What the layer knows of a cell without running it
 
-    @staticmethod
-    def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor | None, ...]:
-        ctx.save_for_backward(*parameters)
-        ctx.gates = gates
-        return lstm_bptt.stack_weights(parameters, gates)
-
-    @staticmethod
-    def backward(ctx, *gradients: Tensor | None) -> tuple[Tensor | None, ...]:
-        ctx.saved_tensors  # noqa: B018  (reading them is the check: it raises after an in-place change)
-        return None, *(
-            part for gradient in gradients if gradient is not None for part in gradient.chunk(ctx.gates)
-        )
-
-
-# What the hand-written backward passes stand for, known from the source rather than by running it: the
-# SHA-256 of each shipped class's source as this file ships it. tests/test_lstm_cell.py recomputes them;
-# after an intended edit of one of these classes, put in the new values it prints.
+# The SHA-256 of each shipped class's source as this file ships it. tests/test_lstm_cell.py recomputes
+# them; after an intended edit of one of these classes, put in the new values it prints.
 SHIPPED_SOURCE = {
-    "LSTMCell": "7dfc049354c6bac5",
+    "LSTMCell": "6064da4d01b5697c",
     "PeepholeLSTMCell": "67ae0035301f69e8",
     "NoInputGateLSTMCell": "24d87e3e74a10784",
     "NoForgetGateLSTMCell": "2187ea41cd6e78ad",
@@ -584,7 +547,6 @@ SHIPPED_SOURCE = {
     "NoOutputActivationLSTMCell": "9d7de5942c428f96",
     "CoupledGateLSTMCell": "65c49c4f51d6538c",
 }
-OWN_PARAMETERS = {PeepholeLSTMCell: {"p_i", "p_f", "p_o"}}  # a shipped class's parameters beyond the gates'
 
 
 def source_digest(cls: type) -> str | None:
@@ -596,9 +558,10 @@ def source_digest(cls: type) -> str | None:
 
 AS_SHIPPED = all(source_digest(cls) == SHIPPED_SOURCE[cls.__name__] for cls in VARIANTS.values())
 SHIPPED_CLASSES = {cls: dict(vars(cls)) for cls in VARIANTS.values()}  # their contents at import
-MODULE_ATTRIBUTES = frozenset(vars(nn.Module()))  # what nn.Module itself keeps on an instance
-# What the shipped steps, the layer and lstm_bptt's derivatives call, as PyTorch had them at import: a
-# function patched since (torch.sigmoid replaced, say) is code the hand-written derivatives do not know.
+OWN_PARAMETERS = {PeepholeLSTMCell: {"p_i", "p_f", "p_o"}}  # a shipped class's parameters beyond the gates'
+INSTANCE_ATTRIBUTES = set(vars(nn.Module())) | {"input_size", "hidden_size", "bias", "forget_bias"}
+# What the shipped steps and lstm_bptt's derivatives call, as PyTorch had them at import: a function
+# patched since (torch.sigmoid replaced, say) is code the hand-written derivatives do not know.
 TORCH_NAMES = [(torch, name) for name in ("sigmoid", "tanh", "ones_like", "addmm", "addcmul", "stack", "cat")]
 TORCH_NAMES += [(Tensor, name) for name in ("sigmoid", "tanh", "chunk", "__mul__", "__rmul__", "__add__")]
 TORCH_NAMES += [(Tensor, name) for name in ("__radd__", "__sub__", "__rsub__")]
@@ -606,59 +569,37 @@ TORCH_NAMES += [(nn.Module, "__call__"), (nn.Module, "_call_impl")]
 TORCH_FUNCTIONS = [getattr(owner, name) for owner, name in TORCH_NAMES]
 
 
-def as_shipped(cls: type) -> bool:
-    """Whether `cls` and the classes it inherits from in this file hold what they held at import."""
-    shipped = [klass for klass in cls.__mro__ if klass in SHIPPED_CLASSES]
-    now = [getattr(owner, name) for owner, name in TORCH_NAMES]
-    unpatched = all(function is then for function, then in zip(now, TORCH_FUNCTIONS, strict=True))
-    return AS_SHIPPED and unpatched and all(dict(vars(klass)) == SHIPPED_CLASSES[klass] for klass in shipped)
-
-
-def called_whole(cell: LSTMCell) -> bool:
-    """Whether the layer calls `cell(x_t, (h, c))` at every step: where a_t or the call are the cell's
-    own (forward, preactivations or affine not LSTMCell's as shipped, or set on the instance; a gate
-    matrix that is not a registered parameter, or a parametrization), where calling it runs more than
-    forward (a hook of the cell, a global module hook), and in the modes of `special_mode`."""
-    if special_mode() is not None:
-        return True
-    cls, route = type(cell), ("forward", "preactivations", "affine")
-    own = not as_shipped(LSTMCell) or any(getattr(cls, name) is not vars(LSTMCell)[name] for name in route)
-    own = own or any(name in vars(cell) for name in route) or cls.__call__ is not nn.Module.__call__
-    registered = all(name in cell._parameters for _, name in gate_names(cell))
-    return own or not registered or has_call_hooks(cell)
-
-
-def has_call_hooks(cell: nn.Module) -> bool:
-    """nn.Module.__call__'s own test of whether a call runs anything but forward, and parametrizations."""
-    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    globals_ = torch.nn.modules.module
-    return parametrize.is_parametrized(cell) or any(
-        getattr(cell, name, None) or getattr(globals_, f"_global{name}", None) for name in hooks
-    )
-
-
 def shipped_path(cell: LSTMCell) -> str | None:
     """The hand-written backward pass that is `cell`'s own, known without running it: "bptt" (textbook
     derivatives) for LSTMCell and "bptt, local derivatives by autograd" for a variant of VARIANTS, each
-    exactly as this file ships it (its class, source and methods) with an instance that has nothing added
-    (no attribute, buffer, submodule, hook, method or shared parameter of its own); None for any other.
-    A shipped step is deterministic, works unit by unit and does nothing but compute."""
-    return None if called_whole(cell) else clean_shipped_path(cell)
-
-
-def clean_shipped_path(cell: LSTMCell) -> str | None:
-    """`shipped_path` of a cell already known not to be called whole."""
+    exactly as this file ships it (its class, source and methods, and the PyTorch functions it calls)
+    with an instance that has nothing added (no attribute, buffer, submodule, hook, method or shared
+    parameter of its own); None for any other. A shipped step is deterministic, works unit by unit and
+    does nothing but compute."""
     cls = type(cell)
-    if cls not in SHIPPED_CLASSES or not as_shipped(cls):
+    if cls not in SHIPPED_CLASSES or not as_shipped(cls) or has_hooks(cell):
         return None
-    gates = {name for _, name in gate_names(cell)}
-    parameters = list(cell._parameters.values())
-    clean = set(vars(cell)) == MODULE_ATTRIBUTES | {"input_size", "hidden_size", "bias", "forget_bias"}
-    clean = clean and set(cell._parameters) == gates | OWN_PARAMETERS.get(cls, set())
-    clean = clean and len({id(p) for p in parameters}) == len(parameters) and not cell._buffers
-    if not clean or cell._modules:
+    parameters, names = list(cell._parameters.values()), {name for _, name in gate_names(cell)}
+    clean = set(vars(cell)) == INSTANCE_ATTRIBUTES and not (cell._buffers or cell._modules)
+    clean = clean and set(cell._parameters) == names | OWN_PARAMETERS.get(cls, set())
+    if not clean or len({id(parameter) for parameter in parameters}) < len(parameters):
         return None
     return "bptt" if cls is LSTMCell else "bptt, local derivatives by autograd"
+
+
+def as_shipped(cls: type) -> bool:
+    """Whether `cls` and the classes it inherits from in this file hold what they held at import, from
+    the source this file ships, and the PyTorch functions they call are PyTorch's."""
+    unpatched = all(getattr(*name) is then for name, then in zip(TORCH_NAMES, TORCH_FUNCTIONS, strict=True))
+    shipped = [klass for klass in cls.__mro__ if klass in SHIPPED_CLASSES]
+    return AS_SHIPPED and unpatched and all(vars(klass) == SHIPPED_CLASSES[klass] for klass in shipped)
+
+
+def has_hooks(cell: nn.Module) -> bool:
+    """Whether calling `cell` runs anything but its forward: nn.Module.__call__'s own test."""
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    globals_ = torch.nn.modules.module
+    return any(getattr(cell, name, None) or getattr(globals_, f"_global{name}", None) for name in hooks)
 
 
 def special_mode() -> str | None:
@@ -682,14 +623,8 @@ def autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
     except (TypeError, RuntimeError):  # PyTorch < 2.4 asks for no device type, and knows only cuda and cpu
-        return {"cuda": torch.is_autocast_enabled, "cpu": torch.is_autocast_cpu_enabled}.get(
-            device_type, lambda: False
-        )()
-
-
-def needs_gradient(x: Tensor, h: Tensor, c: Tensor, cell: LSTMCell) -> bool:
-    tensors = [x, h, c, *cell.parameters()]
-    return torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
+        legacy = {"cuda": torch.is_autocast_enabled, "cpu": torch.is_autocast_cpu_enabled}
+        return legacy.get(device_type, lambda: False)()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -739,7 +674,15 @@ def cell_to_torch(cell: LSTMCell) -> nn.LSTMCell:
             f"to_torch: {type(cell).__name__} is not lstm_cell.LSTMCell as shipped (a variant, a subclass, "
             "an edited or hooked cell), and torch.nn.LSTM cannot express what it computes"
         )
-    trains = trained_like_torch(cell)
+    trains = {}  # whether nn.LSTMCell's weight_ih, weight_hh and biases train: as the gates' own do
+    for name, group in (("weight_ih", "W_i"), ("weight_hh", "W_h"), ("bias", "b_")):
+        flags = {gate: getattr(cell, gate).requires_grad for kind, gate in gate_names(cell) if kind == group}
+        if len(set(flags.values())) > 1:
+            raise ValueError(
+                f"to_torch: torch.nn.LSTM stacks {', '.join(flags)} in one {name}, which trains or "
+                f"not as a whole, but here only some of them train ({flags}); set requires_grad alike"
+            )
+        trains[name] = all(flags.values())  # True where there is no such matrix (no bias)
     like = first_weight(cell)
     # Made on the meta device and filled here: no random initialization, so no draw from the RNG.
     ours = nn.LSTMCell(cell.input_size, cell.hidden_size, cell.bias, device="meta", dtype=like.dtype)
@@ -754,21 +697,6 @@ def cell_to_torch(cell: LSTMCell) -> nn.LSTMCell:
     for name, parameter in ours.named_parameters():
         parameter.requires_grad_(trains["bias" if name.startswith("bias") else name])
     return ours.train(cell.training)
-
-
-def trained_like_torch(cell: LSTMCell) -> dict[str, bool]:
-    """Whether nn.LSTMCell's "weight_ih", "weight_hh" and "bias" would train, read from the gates' own
-    parameters; ValueError where the gates of one stacked matrix disagree."""
-    trains = {}
-    for name, group in (("weight_ih", "W_i"), ("weight_hh", "W_h"), ("bias", "b_")):
-        flags = {gate: getattr(cell, gate).requires_grad for kind, gate in gate_names(cell) if kind == group}
-        if len(set(flags.values())) > 1:
-            raise ValueError(
-                f"to_torch: torch.nn.LSTM stacks {', '.join(flags)} in one {name}, which trains or "
-                f"not as a whole, but here only some of them train ({flags}); set requires_grad alike"
-            )
-        trains[name] = all(flags.values())  # True where there is no such matrix (no bias)
-    return trains
 
 
 def lstm_to_torch(lstm: LSTM) -> nn.LSTM:
@@ -807,23 +735,15 @@ def check_unsupported(bidirectional: bool, proj_size: int, what: str = "LSTM") -
         )
 
 
+def check_type(name: str, value, kind: type):
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
 def check_size(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
+    if check_type(name, value, int) <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
-def check_bool(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return value
 
 
@@ -833,11 +753,8 @@ def check_dropout(dropout: float, num_layers: int) -> float:
     if not 0 <= dropout <= 1:
         raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     if dropout > 0 and num_layers == 1:
-        warnings.warn(
-            f"dropout={dropout} acts between layers, and num_layers=1 has none: it changes nothing",
-            UserWarning,
-            stacklevel=3,
-        )
+        message = f"dropout={dropout} acts between layers, and num_layers=1 has none: it changes nothing"
+        warnings.warn(message, UserWarning, stacklevel=3)
     return float(dropout)
 
 
@@ -848,11 +765,11 @@ def check_forget_bias(forget_bias: float | None, bias: bool, dtype: torch.dtype 
         raise TypeError(f"forget_bias must be a number or None, got {type(forget_bias).__name__}")
     if not (abs(forget_bias) < math.inf):  # an int too large for a float compares too, unlike isfinite
         raise ValueError(f"forget_bias must be finite, got {forget_bias}")
-    largest = torch.finfo(dtype or torch.get_default_dtype()).max
-    if abs(forget_bias) > largest:
+    dtype = dtype or torch.get_default_dtype()
+    if abs(forget_bias) > torch.finfo(dtype).max:
         raise ValueError(
-            f"forget_bias must fit the parameters' dtype, {dtype or torch.get_default_dtype()} "
-            f"(at most {largest:.4g} in size), got {str(forget_bias)[:24]}"
+            f"forget_bias must fit the parameters' dtype, {dtype} (at most "
+            f"{torch.finfo(dtype).max:.4g} in size), got {str(forget_bias)[:24]}"
         )
     if not bias:
         raise ValueError(f"forget_bias={forget_bias} needs bias=True: with bias=False there is no b_f")

@@ -11,7 +11,7 @@ from torch import nn
 
 import lstm_bptt
 import lstm_cell
-from lstm_cell import LSTM, PATHS, VARIANTS, LSTMCell, run_layer, run_layer_by
+from lstm_cell import LSTM, PATHS, VARIANTS, LSTMCell, run_layer
 
 GATES = "ifgo"  # PyTorch's order of the gates inside its stacked weights
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -309,10 +309,8 @@ def test_every_way_of_running_a_layer_matches_torch_lstm(path, bias):
     torch.manual_seed(0)
     reference = nn.LSTM(3, 4, 1, bias, dtype=F64)
     cell = LSTM.from_torch(reference).cells[0]
-    if path == "autograd, step by step":  # a hook that changes nothing, so that the cell is called whole
-        cell.register_forward_hook(lambda module, inputs, output: None)
     x, h_0, c_0 = small_inputs(num_layers=1, seq_len=5)
-    output, (h_n, c_n) = run_layer_by(path, cell, x, h_0[0], c_0[0])
+    output, (h_n, c_n) = run_layer(cell, x, h_0[0], c_0[0], path)
     expected_output, (expected_h, expected_c) = reference(x, (h_0, c_0))
     assert_close(output, expected_output, F64, "output")
     assert_close(h_n, expected_h[0], F64, "h_n")
@@ -503,7 +501,7 @@ def gradients_match_step_by_step(lstm: LSTM, x: torch.Tensor, seed: int | None =
 @pytest.mark.parametrize(
     ("cell_class", "paths"),
     [
-        (HalvedOutputCell, ("autograd, step by step", "autograd, step by step")),
+        (HalvedOutputCell, ("autograd", "autograd")),
         (LeakyForgetCell, ("autograd", "autograd")),
         (LSTMCell, ("bptt", "autograd")),
     ],
@@ -542,18 +540,18 @@ def test_a_method_replaced_on_one_cell_or_a_hook_is_what_the_layer_computes():
     del cell.output_activation
     assert lstm.training_path() == "bptt"
     handle = cell.register_forward_hook(lambda module, inputs, output: (output[0] * 2, output[1]))
-    assert lstm.training_path() == "autograd, step by step"
+    assert lstm.training_path() == "autograd"
     gradients_match_step_by_step(lstm, x)
     handle.remove()
     handle = cell.register_full_backward_hook(lambda module, grad_input, grad_output: None)
-    assert lstm.training_path() == "autograd, step by step"
+    assert lstm.training_path() == "autograd"
     handle.remove()
     # A global hook runs inside every module's call: the cell is called whole while it is registered.
     handle = torch.nn.modules.module.register_module_forward_hook(
         lambda module, inputs, output: (output[0] + 1, output[1]) if module is cell else None
     )
     try:
-        assert lstm.training_path() == "autograd, step by step"
+        assert lstm.training_path() == "autograd"
         gradients_match_step_by_step(lstm, x)
     finally:
         handle.remove()
@@ -626,12 +624,8 @@ def test_only_cells_as_shipped_get_the_hand_written_backward():
     assert changed(lambda cell: setattr(cell, "GATES", ("i", "f", "g", "o"))) == "autograd"
     assert changed(lambda cell: setattr(cell, "W_hf", cell.W_hi)) == "autograd"  # a shared parameter
     assert changed(lambda cell: setattr(cell, "p_f", cell.p_i), "peephole") == "autograd"
-    assert (
-        changed(lambda cell: setattr(cell, "preactivations", cell.preactivations)) == "autograd, step by step"
-    )
-    assert changed(lambda cell: cell.register_forward_pre_hook(lambda module, inputs: None)) == (
-        "autograd, step by step"
-    )
+    assert changed(lambda cell: setattr(cell, "preactivations", cell.preactivations)) == "autograd"
+    assert changed(lambda cell: cell.register_forward_pre_hook(lambda module, inputs: None)) == ("autograd")
 
 
 def test_a_class_changed_after_import_loses_the_hand_written_backward():
@@ -728,7 +722,7 @@ def test_an_edit_of_the_cells_forward_in_its_source_is_what_the_layer_and_a_scri
     unedited = edited_copy(tmp_path, "original", original, original)
     result = json.loads(edited(sys.executable, "-c", EDITED).stdout)
     assert result["equal"] and result["gradients equal"], "the layer computes the edited forward"
-    assert result["path"] == "autograd, step by step"
+    assert result["path"] == "autograd"
     assert "is not lstm_cell.LSTMCell as shipped" in result["refused"]
 
     script = [sys.executable, "binary_counting.py", "--epochs", "1", "--train-samples", "64"]
@@ -738,8 +732,8 @@ def test_an_edit_of_the_cells_forward_in_its_source_is_what_the_layer_and_a_scri
     results = {
         name: json.loads((tmp_path / name / "out" / "binary_counting.json").read_text()) for name in printed
     }
-    assert "trained by autograd, step by step" in printed["edited"]
-    assert results["edited"]["lstm_path"] == "autograd, step by step"
+    assert "trained by autograd" in printed["edited"]
+    assert results["edited"]["lstm_path"] == "autograd"
     assert results["original"]["lstm_path"] == "bptt"
     assert results["edited"]["epochs"][0]["train_loss"] != results["original"]["epochs"][0]["train_loss"]
 
@@ -751,7 +745,7 @@ def test_a_clip_written_into_lstmcell_step_in_its_source_is_what_trains(tmp_path
     original = "        c_next = f * c + i * g\n"
     run = edited_copy(tmp_path, "clipped", original, "        c_next = (f * c + i * g).clamp(-30, 30)\n")
     result = json.loads(run(sys.executable, "-c", EDITED).stdout)
-    assert result["path"] == "autograd, step by step"  # LSTMCell is no longer as shipped: called whole
+    assert result["path"] == "autograd"  # LSTMCell is no longer as shipped: called whole
     assert result["largest c"] == 30, "the clip acts, in training"
     assert result["equal"] and result["gradients equal"]
 
@@ -1073,7 +1067,7 @@ def test_shared_parameters_and_gate_matrices_computed_on_access_are_what_trains(
 
     torch.manual_seed(0)
     lstm = LSTM(3, 4, variant=DropConnect, dtype=F64)
-    assert lstm.training_path() == "autograd, step by step"
+    assert lstm.training_path() == "autograd"
     gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64), seed=3)
     for variant, tie in (("standard", ("W_hf", "W_hi")), ("peephole", ("p_f", "p_i"))):
         lstm = LSTM(3, 4, variant=variant, dtype=F64)
@@ -1094,7 +1088,7 @@ def test_a_torch_function_mode_is_followed_by_the_gradients_too():
     torch.manual_seed(0)
     lstm = LSTM(3, 4, dtype=F64)
     with SlowerTanh():
-        assert lstm.training_path() == "autograd, step by step"
+        assert lstm.training_path() == "autograd"
         gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
 
 
@@ -1105,24 +1099,32 @@ def test_a_torch_function_patched_since_import_is_what_trains(monkeypatch):
         lstm = LSTM(3, 4, num_layers=2, variant=variant, dtype=F64)
         with monkeypatch.context() as patch:
             patch.setattr(torch, "sigmoid", lambda a: sigmoid(2 * a + 0.3 * a.mean(-1, keepdim=True)))
-            assert lstm.training_path() == "autograd, step by step"  # the layer no longer knows a_t's code
+            assert lstm.training_path() == "autograd"  # the layer no longer knows a_t's code
             gradients_match_step_by_step(lstm, torch.randn(5, 2, 3, dtype=F64))
         with monkeypatch.context() as patch:
             patch.setattr(nn.Module, "_call_impl", lambda self, *args, **kwargs: call(self, *args, **kwargs))
-            assert lstm.training_path() == "autograd, step by step"
+            assert lstm.training_path() == "autograd"
         assert lstm.training_path() == ("bptt" if variant == "standard" else LOCAL)
 
 
-def test_a_step_that_changes_a_gate_matrix_in_place_raises():
+def test_a_step_that_changes_a_gate_matrix_in_place_is_what_stepping_it_does():
+    import copy
+
     class Decaying(LSTMCell):
         def step(self, a, c):
             with torch.no_grad():
                 self.W_hf.mul_(0.8)
             return super().step(a, c)
 
-    lstm = LSTM(3, 4, variant=Decaying)
-    with torch.no_grad(), pytest.raises(RuntimeError, match="changed a gate matrix in place"):
-        lstm(torch.randn(5, 2, 3))
+    torch.manual_seed(0)
+    lstm, x = LSTM(3, 4, variant=Decaying, dtype=F64), torch.randn(5, 2, 3, dtype=F64)
+    stepped = copy.deepcopy(lstm)
+    with torch.no_grad():
+        assert_close(lstm(x)[0], step_by_step_reference(stepped, x)[0], F64, "output")
+        assert_close(lstm.cells[0].W_hf, stepped.cells[0].W_hf, F64, "the matrix after its changes")
+    for model in (lstm, lambda x: step_by_step_reference(stepped, x)):  # autograd refuses both alike
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            model(x)[0].sum().backward()
 
 
 def test_a_shipped_variant_under_a_non_reentrant_checkpoint_trains_its_peepholes():
@@ -1287,9 +1289,19 @@ def test_torch_export_matches_torch_lstm():
 )
 def test_changing_a_parameter_in_place_before_backward_raises_like_torch_lstm(variant, backward, parameter):
     lstm = LSTM(3, 4, variant=variant, backward=backward)
-    output, _ = lstm(torch.randn(5, 2, 3))
+    x = torch.randn(5, 2, 3)
+    output, _ = lstm(x)
     with torch.no_grad():
         getattr(lstm.cells[0], parameter).mul_(2)
+    if lstm.training_path() == "autograd" and parameter.startswith("b_"):
+        # Called step by step, a bias is only added: its gradient needs no saved value, and autograd
+        # gives the one stepping the cell gives, changed in place alike; nothing is differentiated at a
+        # value that is gone.
+        with torch.no_grad():
+            getattr(lstm.cells[0], parameter).div_(2)
+        expected = torch.autograd.grad(step_by_step_reference(lstm, x)[0].sum(), lstm.cells[0].b_i)[0]
+        assert torch.equal(torch.autograd.grad(output.sum(), lstm.cells[0].b_i)[0], expected)
+        return
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         output.sum().backward()
 
@@ -1302,7 +1314,7 @@ def test_a_forward_without_gradients_over_many_projection_chunks_is_the_step_by_
     x = torch.randn(2 * lstm_cell.PROJECTION_STEPS + 3, 2, 2, dtype=F64)
     h, c = torch.randn(2, 2, 3, dtype=F64)
     with torch.no_grad():
-        output, state = run_layer(cell, x, h, c)
+        output, state = run_layer(cell, x, h, c, lstm_cell.WITHOUT_GRADIENTS)
         expected_state, outputs = (h, c), []
         for x_t in x:
             expected_state = cell(x_t, expected_state)
@@ -1594,7 +1606,7 @@ def test_a_forward_that_clips_beyond_the_check_s_reach_is_what_trains():
         lstm.cells[0].b_i.fill_(4)
         lstm.cells[0].b_g.fill_(1)
         lstm.cells[0].b_f.fill_(6)
-    assert lstm.training_path() == "autograd, step by step"
+    assert lstm.training_path() == "autograd"
     x = torch.ones(60, 2, 1, dtype=F64)
     gradients_match_step_by_step(lstm, x)
     with torch.no_grad():
