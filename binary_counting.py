@@ -242,7 +242,7 @@ def settings_problem(config: Config) -> str | None:
         try:
             with torch.random.fork_rng(devices=[]):  # a trial layer, whose random weights leave no trace
                 LSTM(1, 1, variant=load_cell_class(config.variant)).trace(torch.zeros(1, 1, 1))
-        except Exception as error:  # a cell the layer calls whole: trace cannot read its c
+        except Exception as error:  # a cell with its own forward or a hook: trace cannot read its c
             return f"--readout c reads the cell state through LSTM.trace: {first_line(error)}"
     return None
 

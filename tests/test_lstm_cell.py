@@ -558,6 +558,34 @@ def test_a_method_replaced_on_one_cell_or_a_hook_is_what_the_layer_computes():
     assert lstm.training_path() == "bptt"
 
 
+class ScaledPreactivationsCell(LSTMCell):
+    """An edit of how a_t is computed: every pre-activation halved."""
+
+    def preactivations(self, x, h):
+        return {gate: 0.5 * a for gate, a in super().preactivations(x, h).items()}
+
+
+@pytest.mark.parametrize("cell_class", [LeakyForgetCell, ScaledPreactivationsCell])
+def test_trace_of_a_cell_of_ones_own_records_what_the_layer_computes(cell_class):
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, num_layers=2, variant=cell_class, dtype=F64)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    output, (_, c_n) = lstm(x)
+    layers = lstm.trace(x)
+    assert_close(layers[-1]["h"], output, F64, "h of the last layer is the output")
+    assert_close(torch.stack([layer["c"][-1] for layer in layers]), c_n, F64, "the last c is c_n")
+
+
+def test_trace_refuses_a_cell_whose_call_runs_more_than_its_step():
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match="HalvedOutputCell.step.*own forward or a hook"):
+        LSTM(3, 4, variant=HalvedOutputCell).trace(x)
+    lstm = LSTM(3, 4)
+    lstm.cells[0].register_forward_hook(lambda module, inputs, output: (2 * output[0], output[1]))
+    with pytest.raises(ValueError, match="LSTMCell.step.*own forward or a hook"):
+        lstm.trace(x)
+
+
 class MixingCell(LSTMCell):
     """An edit that lets each unit's cell state see its neighbour's: the step is no longer unit-wise."""
 

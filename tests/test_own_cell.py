@@ -327,7 +327,7 @@ def test_a_cell_that_exits_or_fails_at_the_published_sizes_is_reported(folder, c
     assert not (folder / "out").exists()
 
 
-def test_readout_c_with_a_cell_the_layer_calls_whole_is_a_usage_error(folder, capsys):
+def test_readout_c_with_a_cell_of_its_own_forward_is_a_usage_error(folder, capsys):
     with pytest.raises(SystemExit) as stop:
         binary_counting.main(
             ["--readout", "c", "--variant", "odd_cells.py:OwnForwardCell", "--out-dir", "out"]
