@@ -343,7 +343,8 @@ class LSTM(nn.Module):
         """
         x, (h_0, c_0), restore = self.prepare(x, state)
         for cell in self.cells:
-            if "forward" in vars(cell) or type(cell).forward is not LSTMCell.forward or has_hooks(cell):
+            own_call = type(cell).__call__ is not nn.Module.__call__ or "forward" in vars(cell)
+            if own_call or type(cell).forward is not LSTMCell.forward or has_hooks(cell):
                 raise ValueError(
                     f"trace reads the gates from {type(cell).__name__}.step, but calling this cell runs its "
                     "own forward or a hook, which may change what the step returned: trace by hand"

@@ -585,6 +585,14 @@ def test_trace_refuses_a_cell_whose_call_runs_more_than_its_step():
     with pytest.raises(ValueError, match="LSTMCell.step.*own forward or a hook"):
         lstm.trace(x)
 
+    class OwnCall(LSTMCell):
+        def __call__(self, *args):
+            h, c = super().__call__(*args)
+            return h.clamp(-0.1, 0.1), c
+
+    with pytest.raises(ValueError, match="OwnCall.step.*own forward or a hook"):
+        LSTM(3, 4, variant=OwnCall).trace(x)
+
 
 class MixingCell(LSTMCell):
     """An edit that lets each unit's cell state see its neighbour's: the step is no longer unit-wise."""
