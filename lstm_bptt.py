@@ -82,10 +82,11 @@ class LayerBPTT(torch.autograd.Function):
         grad_h[-1] += grad_h_T  # h_T reaches the loss through output and through h_n
         steps, batch, hidden = hs.shape
         rows = grad_hs.new_empty(steps, batch, ctx.gates + 1, hidden)  # every step's [da_t, dc_{t-1}]
-        das, dc_rows = rows[:, :, : ctx.gates].flatten(2), rows[:, :, ctx.gates]  # views of their parts
+        das, dc_rows = rows[:, :, : ctx.gates].flatten(2), rows[:, :, ctx.gates :]  # views of their parts
+        dhs = grad_hs.new_empty(steps, batch, hidden)  # every step's dh_t, also as (batch, 1, hidden) views
         trained = [index for index, tensor in enumerate(ctx.others) if tensor.requires_grad]
         own = [0] * len(ctx.others)  # the gradients of what the step uses besides a_t and c_{t-1}
-        da, dc = None, grad_c_T
+        da, dc = None, grad_c_T.unsqueeze(1)
         for start in reversed(range(0, steps, DERIVATIVE_STEPS)):
             stop = min(start + DERIVATIVE_STEPS, steps)
             chunk = (a[start:stop], cs[start:stop], cs[start + 1 : stop + 1], hs[start:stop])
@@ -93,24 +94,26 @@ class LayerBPTT(torch.autograd.Function):
                 by_dh, by_dc = textbook_derivatives(*chunk[:3])
             else:
                 by_dh, by_dc, outputs = step_derivatives(ctx.step, ctx.gates, *chunk)
-            dhs, dcs = [], []
-            views = (rows[start:stop], das[start:stop], dc_rows[start:stop])
-            per_step = zip(grad_h[start:stop], by_dh, by_dc, *views, strict=True)
+            dcs = []
+            views = (dhs[start:stop], dhs[start:stop].unsqueeze(2), rows[start:stop], das[start:stop])
+            per_step = zip(grad_h[start:stop], by_dh, by_dc, *views, dc_rows[start:stop], strict=True)
             with torch.inference_mode():  # as in forward
-                for grad_h_t, by_dh_t, by_dc_t, row, da_t, dc_t in reversed(tuple(per_step)):
-                    dh = grad_h_t if da is None else torch.addmm(grad_h_t, da, W_h)
-                    dhs.append(dh)
+                for grad_h_t, by_dh_t, by_dc_t, dh, dh_column, row, da_t, dc_t in reversed(tuple(per_step)):
+                    if da is None:
+                        dh.copy_(grad_h_t)
+                    else:
+                        torch.addmm(grad_h_t, da, W_h, out=dh)
                     dcs.append(dc)
-                    torch.addcmul(dh.unsqueeze(1) * by_dh_t, dc.unsqueeze(1), by_dc_t, out=row)
+                    torch.mul(dh_column, by_dh_t, out=row).addcmul_(dc, by_dc_t)
                     da, dc = da_t, dc_t
             if ctx.step is not None and trained:
-                grads = (torch.stack(dcs[::-1]), torch.stack(dhs[::-1]))  # rows in the order of the chunk's
+                grads = (torch.stack(dcs[::-1]).squeeze(2), dhs[start:stop])  # rows in the chunk's order
                 parts = gradients(outputs, [ctx.others[index] for index in trained], grads)
                 for index, part in zip(trained, parts, strict=True):
                     own[index] = own[index] + part
         grad_x, grad_h_0, *found = weight_gradients(das, x, h_0, hs, W_x, W_h, b, ctx.needs_input_grad[4])
         found += [part if index in trained else None for index, part in enumerate(own)]
-        return (None,) * 4 + (grad_x, grad_h_0, dc.clone(), *found)
+        return (None,) * 4 + (grad_x, grad_h_0, dc.squeeze(1).clone(), *found)
 
 
 def textbook_derivatives(a: Tensor, c_previous: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:

@@ -488,10 +488,13 @@ def stepper(cell: LSTMCell, x: Tensor, path: str, traced: bool) -> Callable[[int
     W_h_T, chunk = W_h.T, {}
 
     def step(t: int, h: Tensor, c: Tensor) -> Steps:
-        if t % PROJECTION_STEPS == 0:
-            chunk["x_proj"] = lstm_bptt.input_projections(x[t : t + PROJECTION_STEPS], W_x, b).unbind(0)
-        a = torch.addmm(chunk["x_proj"][t % PROJECTION_STEPS], h, W_h_T)
-        return {**cell.step(gate_inputs(cell, a), c), "a": a}
+        if t % PROJECTION_STEPS == 0:  # a_t starts as W_x x_t + b, and each gate's a_k is a view of it
+            a = lstm_bptt.input_projections(x[t : t + PROJECTION_STEPS], W_x, b)
+            chunk["a"], chunk["gates"] = a.unbind(0), gate_views(cell, a)
+        a = chunk["a"][t % PROJECTION_STEPS].addmm_(h, W_h_T)  # + W_h h_{t-1}, in place: the gates see it
+        steps = cell.step(chunk["gates"][t % PROJECTION_STEPS], c)
+        steps["a"] = a
+        return steps
 
     return step
 
@@ -516,6 +519,12 @@ def backpropagated_by_hand(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path
 def gate_inputs(cell: LSTMCell, a: Tensor) -> dict[str, Tensor]:
     """The stacked pre-activations a (rows, gates·hidden) as the dict `step` takes, one entry per gate."""
     return dict(zip(cell.GATES, a.chunk(len(cell.GATES), dim=1), strict=True))
+
+
+def gate_views(cell: LSTMCell, a: Tensor) -> list[dict[str, Tensor]]:
+    """For a (steps, batch, gates·hidden), every step's dict of its gates' views, as `step` takes it."""
+    per_gate = [gate.unbind(0) for gate in a.unflatten(2, (len(cell.GATES), -1)).unbind(2)]
+    return [dict(zip(cell.GATES, views, strict=True)) for views in zip(*per_gate, strict=True)]
 
 
 def gate_names(cell: LSTMCell) -> list[tuple[str, str]]:
