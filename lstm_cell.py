@@ -19,9 +19,13 @@ conversions to and from `torch.nn.LSTM`, and the input checks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import math
+import operator
+import sys
+import types
 import warnings
 from collections.abc import Callable
 
@@ -336,19 +340,12 @@ class LSTM(nn.Module):
     def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
         """Every step's i, f, g, o, c and h, one dict per layer, each laid out like `output`.
 
-        Recorded from the cells' own `step`, in the loop that trains, differentiable by autograd. For a
-        gate a variant removes, the value the variant uses (ones, or 1 − i for CIFG's f). Raises
-        ValueError for a cell whose call runs more than LSTMCell.forward (its own forward, a hook), which
-        may change what its step returned.
+        Recorded from the cells' own `step`, as each call of the cell ran it, in the loop that trains,
+        differentiable by autograd. For a gate a variant removes, the value the variant uses (ones, or
+        1 − i for CIFG's f). Raises ValueError for a cell whose call does not return what one call of its
+        step returned (its own forward or a hook changed it), whose gates the record would not explain.
         """
         x, (h_0, c_0), restore = self.prepare(x, state)
-        for cell in self.cells:
-            own_call = type(cell).__call__ is not nn.Module.__call__ or "forward" in vars(cell)
-            if own_call or type(cell).forward is not LSTMCell.forward or has_hooks(cell):
-                raise ValueError(
-                    f"trace reads the gates from {type(cell).__name__}.step, but calling this cell runs its "
-                    "own forward or a hook, which may change what the step returned: trace by hand"
-                )
         layers: list[list[Steps]] = [[] for _ in self.cells]
         self.run(x, h_0, c_0, records=[layer.append for layer in layers])
         return [{key: restore(torch.stack([s[key] for s in steps])) for key in "ifgoch"} for steps in layers]
@@ -362,7 +359,8 @@ class LSTM(nn.Module):
             needs_grad = torch.is_grad_enabled() and any(
                 tensor.requires_grad for tensor in (layer_input, h_0, c_0, *cell.parameters())
             )
-            path = "autograd" if records else self.path_of(cell, needs_grad, layer_input.shape[1])
+            plain = all(type(tensor) in (Tensor, nn.Parameter) for tensor in (layer_input, h_0, c_0))
+            path = "autograd" if records else self.path_of(cell, needs_grad, layer_input.shape[1], plain)
             record = records[layer] if records else None
             layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer], path, record)
             h_n.append(h)
@@ -376,9 +374,9 @@ class LSTM(nn.Module):
         paths = [self.path_of(cell, needs_grad=True, batch_size=batch_size) for cell in self.cells]
         return paths[0] if len(set(paths)) == 1 else "; ".join(f"layer {n}: {p}" for n, p in enumerate(paths))
 
-    def path_of(self, cell: LSTMCell, needs_grad: bool, batch_size: int) -> str:
+    def path_of(self, cell: LSTMCell, needs_grad: bool, batch_size: int, plain_inputs: bool = True) -> str:
         """One of PATHS, or WITHOUT_GRADIENTS for a shipped cell when nothing needs a gradient."""
-        special = special_mode()
+        special = special_mode() if plain_inputs else "a tensor subclass as input or state"
         shipped = None if special else shipped_path(cell)
         if needs_grad and self.backward == "bptt" and shipped != "bptt":
             if special:
@@ -465,25 +463,41 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", 
     """
     if path.startswith("bptt"):
         return backpropagated_by_hand(cell, x, h, c, path)
-    step, hs = stepper(cell, x, path, traced=record is not None), []
-    for t in range(len(x)):
-        steps = step(t, h, c)
-        h, c = steps["h"], steps["c"]
-        hs.append(h)
-        if record is not None:
-            record(steps)
+    with recording_steps(cell) if record is not None else contextlib.nullcontext() as calls:
+        step, hs = stepper(cell, x, path, calls), []
+        for t in range(len(x)):
+            steps = step(t, h, c)
+            h, c = steps["h"], steps["c"]
+            hs.append(h)
+            if record is not None:
+                record(steps)
     return torch.stack(hs), (h, c)
 
 
-def stepper(cell: LSTMCell, x: Tensor, path: str, traced: bool) -> Callable[[int, Tensor, Tensor], Steps]:
-    """Step t from (h, c): "autograd" calls `cell(x_t, (h, c))`, or for `trace` runs `cell.step` on
-    `cell.preactivations` (the gates' values). A shipped cell (WITHOUT_GRADIENTS, and inside lstm_bptt),
-    whose a_t = (W_x x_t + b) + W_h h_{t-1} the layer knows, runs `cell.step` on a_t from stacked
-    matrices, the input's share, which needs no recurrence, computed PROJECTION_STEPS steps at a time."""
+def stepper(
+    cell: LSTMCell, x: Tensor, path: str, calls: list | None
+) -> Callable[[int, Tensor, Tensor], Steps]:
+    """Step t from (h, c). "autograd" calls `cell(x_t, (h, c))` (for `trace`, with `calls`, the record
+    of its step's calls, which must hold one, whose h and c the call returned). A shipped cell
+    (WITHOUT_GRADIENTS, and inside lstm_bptt), whose a_t = (W_x x_t + b) + W_h h_{t-1} the layer knows,
+    runs `cell.step` on a_t from stacked matrices, the input's share, which needs no recurrence,
+    computed PROJECTION_STEPS steps at a time."""
     if path != WITHOUT_GRADIENTS:
-        if traced:
-            return lambda t, h, c: cell.step(cell.preactivations(x[t], h), c)
-        return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
+        if calls is None:
+            return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
+
+        def traced(t: int, h: Tensor, c: Tensor) -> Steps:
+            calls.clear()
+            h_next, c_next = cell(x[t], (h, c))
+            if len(calls) != 1 or calls[0]["h"] is not h_next or calls[0]["c"] is not c_next:
+                raise ValueError(
+                    f"trace reads the gates from {type(cell).__name__}.step, but calling this cell did not "
+                    "return what one call of its step returned (its own forward or a hook changed it): "
+                    "trace by hand"
+                )
+            return calls[0]
+
+        return traced
     W_x, W_h, b = lstm_bptt.stack_weights(gate_parameters(cell), len(cell.GATES))
     W_h_T, chunk = W_h.T, {}
 
@@ -499,13 +513,31 @@ def stepper(cell: LSTMCell, x: Tensor, path: str, traced: bool) -> Callable[[int
     return step
 
 
+@contextlib.contextmanager
+def recording_steps(cell: LSTMCell):
+    """`cell.step` replaced, for the duration, by itself keeping what each call returns (the list yielded)."""
+    calls, own, step = [], vars(cell).get("step"), cell.step
+    cell.step = lambda a, c: calls.append(step(a, c)) or calls[-1]
+    try:
+        yield calls
+    finally:
+        if own is None:
+            del cell.step
+        else:
+            cell.step = own
+
+
 def backpropagated_by_hand(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path: str):
     """`run_layer` of a shipped cell differentiated by lstm_bptt: with the textbook derivatives ("bptt"),
     or with the local derivatives of the variant's own step."""
-    parameters = gate_parameters(cell)
-    own = [p for p in cell.parameters() if not any(p is q for q in parameters)]  # a peephole's p_i
+    parameters, own = gate_parameters(cell), own_parameters(cell)
 
-    def local(a: Tensor, c: Tensor) -> State:
+    def local(a: Tensor, c: Tensor) -> State:  # in the backward pass, which runs the step again
+        if [id(parameter) for parameter in own_parameters(cell)] != [id(parameter) for parameter in own]:
+            raise RuntimeError(
+                f"{type(cell).__name__}'s own parameters were replaced after the forward pass: its backward "
+                "pass runs the step again, on the parameters it ran with; replace them after backward"
+            )
         steps = cell.step(gate_inputs(cell, a), c)
         return steps["c"], steps["h"]
 
@@ -537,6 +569,12 @@ def gate_parameters(cell: LSTMCell) -> list[Tensor]:
     return [getattr(cell, name) for _, name in gate_names(cell)]
 
 
+def own_parameters(cell: LSTMCell) -> list[Tensor]:
+    """The parameters of `cell` other than its gate matrices and biases (a peephole's p_i)."""
+    gates = gate_parameters(cell)
+    return [parameter for parameter in cell.parameters() if not any(parameter is gate for gate in gates)]
+
+
 def first_weight(cell: LSTMCell) -> Tensor:
     """The first gate's W_i: what the input must be like (dtype, device, size)."""
     return getattr(cell, f"W_i{cell.GATES[0]}")
@@ -545,64 +583,74 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # ---------------------------------------------------------------------------------------------------
 # What the layer knows of a cell without running it
 
-# The SHA-256 of each shipped class's source as this file ships it. tests/test_lstm_cell.py recomputes
-# them; after an intended edit of one of these classes, put in the new values it prints.
-SHIPPED_SOURCE = {
-    "LSTMCell": "6064da4d01b5697c",
-    "PeepholeLSTMCell": "67ae0035301f69e8",
-    "NoInputGateLSTMCell": "24d87e3e74a10784",
-    "NoForgetGateLSTMCell": "2187ea41cd6e78ad",
-    "NoOutputGateLSTMCell": "50cdf8f74426b01c",
-    "NoInputActivationLSTMCell": "7143e8ad8224ba2e",
-    "NoOutputActivationLSTMCell": "9d7de5942c428f96",
-    "CoupledGateLSTMCell": "65c49c4f51d6538c",
-}
+# The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
+# edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
+# LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
+SHIPPED_SOURCE = "83a8cf95924594db"
 
 
-def source_digest(cls: type) -> str | None:
+def source_digest() -> str | None:
+    """The SHA-256 of this module's source without its SHIPPED_SOURCE line (None where none is readable)."""
     try:
-        return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
+        lines = inspect.getsource(sys.modules[__name__]).splitlines()
     except (OSError, TypeError):  # no source to read (a frozen or exec'd module): nothing is known
         return None
+    text = "\n".join(line for line in lines if not line.startswith("SHIPPED_SOURCE = "))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-AS_SHIPPED = all(source_digest(cls) == SHIPPED_SOURCE[cls.__name__] for cls in VARIANTS.values())
+AS_SHIPPED = source_digest() == SHIPPED_SOURCE
 SHIPPED_CLASSES = {cls: dict(vars(cls)) for cls in VARIANTS.values()}  # their contents at import
+CODE = (types.FunctionType, types.ModuleType, type)  # what this module's code is, and calls
 OWN_PARAMETERS = {PeepholeLSTMCell: {"p_i", "p_f", "p_o"}}  # a shipped class's parameters beyond the gates'
 INSTANCE_ATTRIBUTES = set(vars(nn.Module())) | {"input_size", "hidden_size", "bias", "forget_bias"}
-# What the shipped steps and lstm_bptt's derivatives call, as PyTorch had them at import: a function
-# patched since (torch.sigmoid replaced, say) is code the hand-written derivatives do not know.
+# What the shipped cells, the layer's steps and lstm_bptt's derivatives call, as PyTorch had them at import:
+# a function patched since (torch.sigmoid replaced, say) is code the hand-written derivatives do not know.
 TORCH_NAMES = [(torch, name) for name in ("sigmoid", "tanh", "ones_like", "addmm", "addcmul", "stack", "cat")]
+TORCH_NAMES += [(torch, name) for name in ("matmul", "mul", "zeros")]
 TORCH_NAMES += [(Tensor, name) for name in ("sigmoid", "tanh", "chunk", "__mul__", "__rmul__", "__add__")]
-TORCH_NAMES += [(Tensor, name) for name in ("__radd__", "__sub__", "__rsub__")]
-TORCH_NAMES += [(nn.Module, "__call__"), (nn.Module, "_call_impl")]
-TORCH_FUNCTIONS = [getattr(owner, name) for owner, name in TORCH_NAMES]
+TORCH_NAMES += [(Tensor, name) for name in ("__radd__", "__sub__", "__rsub__", "__matmul__", "T", "addmm_")]
+TORCH_NAMES += [(Tensor, name) for name in ("addcmul_", "unbind", "unflatten")]
+TORCH_NAMES += [(nn.Module, name) for name in ("__call__", "_call_impl", "__getattr__", "__getattribute__")]
 
 
 def shipped_path(cell: LSTMCell) -> str | None:
     """The hand-written backward pass that is `cell`'s own, known without running it: "bptt" (textbook
     derivatives) for LSTMCell and "bptt, local derivatives by autograd" for a variant of VARIANTS, each
-    exactly as this file ships it (its class, source and methods, and the PyTorch functions it calls)
-    with an instance that has nothing added (no attribute, buffer, submodule, hook, method or shared
-    parameter of its own); None for any other. A shipped step is deterministic, works unit by unit and
-    does nothing but compute."""
+    exactly as this file ships it (its class, source and methods, the module's functions and the PyTorch
+    functions it calls) with an instance that has nothing added (no attribute, buffer, submodule, hook,
+    method, tensor subclass or shared parameter of its own); None for any other. A shipped step is
+    deterministic, works unit by unit and does nothing but compute."""
     cls = type(cell)
     if cls not in SHIPPED_CLASSES or not as_shipped(cls) or has_hooks(cell):
         return None
     parameters, names = list(cell._parameters.values()), {name for _, name in gate_names(cell)}
     clean = set(vars(cell)) == INSTANCE_ATTRIBUTES and not (cell._buffers or cell._modules)
     clean = clean and set(cell._parameters) == names | OWN_PARAMETERS.get(cls, set())
+    clean = clean and all(type(parameter) in (Tensor, nn.Parameter) for parameter in parameters)
     if not clean or len({id(parameter) for parameter in parameters}) < len(parameters):
         return None
     return "bptt" if cls is LSTMCell else "bptt, local derivatives by autograd"
 
 
 def as_shipped(cls: type) -> bool:
-    """Whether `cls` and the classes it inherits from in this file hold what they held at import, from
-    the source this file ships, and the PyTorch functions they call are PyTorch's."""
-    unpatched = all(getattr(*name) is then for name, then in zip(TORCH_NAMES, TORCH_FUNCTIONS, strict=True))
+    """Whether `cls`, the classes it inherits from in this file and the module's functions hold what they
+    held at import, from the source this file ships, and the PyTorch functions they call are PyTorch's."""
     shipped = [klass for klass in cls.__mro__ if klass in SHIPPED_CLASSES]
-    return AS_SHIPPED and unpatched and all(vars(klass) == SHIPPED_CLASSES[klass] for klass in shipped)
+    unchanged = all(vars(klass) == SHIPPED_CLASSES[klass] for klass in shipped)
+    return AS_SHIPPED and unchanged and code_now() == CODE_AT_IMPORT
+
+
+def code_now() -> list[list]:
+    """What the hand-written path takes as known, as it is now: the PyTorch functions of TORCH_NAMES,
+    what this module's names of code hold, and each function's code and defaults (compared as lists,
+    which is quick: `as_shipped` runs at every forward)."""
+    owners, attributes = zip(*TORCH_NAMES, strict=True)
+    return [
+        list(map(getattr, owners, attributes)),
+        list(map(MODULE.get, MODULE_CODE)),
+        list(map(CODE_OF, FUNCTIONS)),
+    ]
 
 
 def has_hooks(cell: nn.Module) -> bool:
@@ -620,6 +668,8 @@ def special_mode() -> str | None:
         return "torch.jit.trace"
     if torch._C._len_torch_function_stack() > 0:  # it may change what any torch function computes
         return "a TorchFunctionMode (torch.overrides), such as a torch.device context"
+    if torch._C._len_torch_dispatch_stack() > 0:
+        return "a TorchDispatchMode"
     if torch._C._are_functorch_transforms_active():
         return "a torch.func transform"
     if any(autocast_enabled(device) for device in ("cpu", "cuda", "mps")):
@@ -642,8 +692,7 @@ def autocast_enabled(device_type: str) -> bool:
 
 
 def cell_from_torch(cls: type[LSTMCell], cell: nn.LSTMCell) -> LSTMCell:
-    if not isinstance(cell, nn.LSTMCell):
-        raise TypeError(f"from_torch expected a torch.nn.LSTMCell, got {type(cell).__name__}")
+    check_torch_module(cell, nn.LSTMCell)
     if cls is not LSTMCell:
         raise ValueError(f"from_torch builds the standard LSTMCell; {cls.__name__} is a variant")
     like = cell.weight_ih
@@ -653,8 +702,7 @@ def cell_from_torch(cls: type[LSTMCell], cell: nn.LSTMCell) -> LSTMCell:
 
 
 def lstm_from_torch(cls: type[LSTM], lstm: nn.LSTM) -> LSTM:
-    if not isinstance(lstm, nn.LSTM):
-        raise TypeError(f"from_torch expected a torch.nn.LSTM, got {type(lstm).__name__}")
+    check_torch_module(lstm, nn.LSTM)
     check_unsupported(lstm.bidirectional, lstm.proj_size, what="from_torch")
     settings = (lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first, lstm.dropout)
     ours = cls(*settings, device=lstm.weight_ih_l0.device, dtype=lstm.weight_ih_l0.dtype)
@@ -730,6 +778,18 @@ def cell_class_of(variant: str | type[LSTMCell]) -> type[LSTMCell]:
     if isinstance(variant, str) and variant in VARIANTS:
         return VARIANTS[variant]
     raise ValueError(f"variant must be one of {', '.join(VARIANTS)} or an LSTMCell subclass, got {variant!r}")
+
+
+def check_torch_module(module: nn.Module, kind: type[nn.Module]) -> None:
+    """TypeError for anything but a `kind`; ValueError for a subclass of it or a module with hooks, whose
+    call may compute more than its weights say."""
+    if not isinstance(module, kind):
+        raise TypeError(f"from_torch expected a torch.nn.{kind.__name__}, got {type(module).__name__}")
+    if type(module) is not kind or has_hooks(module):
+        raise ValueError(
+            f"from_torch converts torch.nn.{kind.__name__}'s own computation, but this is a "
+            f"{type(module).__name__}{' with hooks' if has_hooks(module) else ''}: what it adds would be lost"
+        )
 
 
 def check_unsupported(bidirectional: bool, proj_size: int, what: str = "LSTM") -> None:
@@ -821,3 +881,14 @@ def check_state(state: State | None, shape: tuple[int, ...], like: Tensor) -> St
         if tensor.device != like.device:
             raise ValueError(f"state {name} must be on device {like.device}, got {tensor.device}")
     return state
+
+
+# At the end, what this module holds as shipped: its functions, classes and modules by name, and each
+# function's code and defaults (a `__code__` swapped in place is code the hand-written derivatives do not
+# know).
+MODULE, MODULE_CODE = globals(), {name: value for name, value in globals().items() if isinstance(value, CODE)}
+FUNCTIONS = [value for value in MODULE_CODE.values() if isinstance(value, types.FunctionType)]
+FUNCTIONS += [getattr(value, "__func__", value) for cls in SHIPPED_CLASSES for value in vars(cls).values()]
+FUNCTIONS = [function for function in FUNCTIONS if isinstance(function, types.FunctionType)]
+CODE_OF = operator.attrgetter("__code__", "__defaults__")
+CODE_AT_IMPORT = code_now()

@@ -537,22 +537,23 @@ def readme_text(run: dict) -> str:
         f" variant within {BOUNDS['variant']:g}×, and memory within {BOUNDS['memory']:g}×. Measured here: the"
         f" standard cell at {pair(ratios['standard'])}; the slowest variant at {pair(ratios['variant'])};"
         f" memory at most {memory:.2f}× of nn.LSTM's.{large_text} {verdict}",
-        "**Which path `auto` takes.** Every path runs the cell's own step forward; they differ in the"
-        " backward pass. The hand-written BPTT of `lstm_bptt` makes 3 small calls a step, where autograd"
-        " runs the backward of every call the step made, so it wins where calls cost more than their"
+        "**Which path `auto` takes.** Every path runs the cell's own code forward: `autograd` calls the"
+        " cell at every step (its `forward`: a matmul pair per gate) and differentiates every call it made;"
+        " the hand-written BPTT of `lstm_bptt` runs the shipped cell's step on pre-activations from stacked"
+        " matrices and makes 3 small calls a step backward, so it wins where calls cost more than their"
         " arithmetic: for the textbook cell (whose derivatives are written out) up to a state of batch ×"
         f" hidden = {BPTT_LARGEST_STATE['bptt']}, for a shipped variant (whose step autograd differentiates"
         " again, for all steps at once) only up to"
         f" {BPTT_LARGEST_STATE['bptt, local derivatives by autograd']}, as at batch 1. Beyond,"
         " `lstm_cell.BPTT_LARGEST_STATE`, `auto` trains by autograd, as it does every cell of your own.",
-        "**Why the small sizes cost more.** `torch.nn.LSTM` runs each step inside C++; ours makes about a"
-        " dozen small PyTorch calls a step forward (the cell's step: its matmul and its gates), and at these"
+        "**Why the small sizes cost more.** `torch.nn.LSTM` runs each step inside C++; ours makes about ten"
+        " small PyTorch calls a step forward (the cell's step: its matmul and its gates), and at these"
         " sizes each call costs more than its arithmetic. At (64, 100, 32, 256) the arithmetic dominates.",
-        "**Memory.** A forward without gradients keeps nothing for a backward: the input projections are"
-        " computed 256 steps at a time. A training step keeps, per step, the pre-activations of the gates,"
-        " c and h.",
+        "**Memory.** A shipped cell's forward without gradients keeps nothing for a backward: the input"
+        " projections are computed 256 steps at a time. A training step keeps, per step, the"
+        " pre-activations of the gates, c and h (by hand), or what autograd saves of each call.",
         "**Compiled.** `--compile` in either script runs the model through `torch.compile` (the layer then"
-        " steps the cell and autograd differentiates the traced graph); `bench_lstm.py --compile` times it."
+        " calls the cell and autograd differentiates the traced graph); `bench_lstm.py --compile` times it."
         " This run leaves it out: compiling takes tens of seconds per size.",
         "**Threads.** Both scripts default to `--threads 1`: models this small gain nothing from more"
         " threads, and on a busy 2-core machine the threads of each small matmul wait on each other.",

@@ -578,11 +578,11 @@ def test_trace_of_a_cell_of_ones_own_records_what_the_layer_computes(cell_class)
 
 def test_trace_refuses_a_cell_whose_call_runs_more_than_its_step():
     x = torch.randn(5, 2, 3)
-    with pytest.raises(ValueError, match="HalvedOutputCell.step.*own forward or a hook"):
+    with pytest.raises(ValueError, match=r"HalvedOutputCell\.step.*own forward or a hook"):
         LSTM(3, 4, variant=HalvedOutputCell).trace(x)
     lstm = LSTM(3, 4)
     lstm.cells[0].register_forward_hook(lambda module, inputs, output: (2 * output[0], output[1]))
-    with pytest.raises(ValueError, match="LSTMCell.step.*own forward or a hook"):
+    with pytest.raises(ValueError, match=r"LSTMCell\.step.*own forward or a hook"):
         lstm.trace(x)
 
     class OwnCall(LSTMCell):
@@ -590,8 +590,23 @@ def test_trace_refuses_a_cell_whose_call_runs_more_than_its_step():
             h, c = super().__call__(*args)
             return h.clamp(-0.1, 0.1), c
 
-    with pytest.raises(ValueError, match="OwnCall.step.*own forward or a hook"):
+    with pytest.raises(ValueError, match=r"OwnCall\.step.*own forward or a hook"):
         LSTM(3, 4, variant=OwnCall).trace(x)
+
+    class OwnCallImpl(LSTMCell):
+        def _call_impl(self, *args, **kwargs):
+            h, c = super()._call_impl(*args, **kwargs)
+            return 0.5 * h, c
+
+    with pytest.raises(ValueError, match=r"OwnCallImpl\.step.*own forward or a hook"):
+        LSTM(3, 4, variant=OwnCallImpl).trace(x)
+    lstm = LSTM(3, 4)
+    lstm.cells[0].forward = lambda x, state=None: tuple(
+        0.5 * s for s in LSTMCell.forward(lstm.cells[0], x, state)
+    )
+    with pytest.raises(ValueError, match=r"LSTMCell\.step.*own forward or a hook"):
+        lstm.trace(x)
+    assert "step" not in vars(lstm.cells[0])  # the record of the step's calls is gone again
 
 
 class MixingCell(LSTMCell):
@@ -677,14 +692,93 @@ def test_a_class_changed_after_import_loses_the_hand_written_backward():
     assert lstm.training_path() == LOCAL
 
 
-def test_the_shipped_source_is_what_the_digests_describe():
-    for cell_class in VARIANTS.values():
-        digest = lstm_cell.SHIPPED_SOURCE[cell_class.__name__]
-        assert lstm_cell.source_digest(cell_class) == digest, (
-            f"{cell_class.__name__} changed: if intended, set SHIPPED_SOURCE[{cell_class.__name__!r}] in "
-            f"lstm_cell.py to {lstm_cell.source_digest(cell_class)!r}"
-        )
+def test_the_shipped_source_is_what_the_digest_describes():
+    assert lstm_cell.source_digest() == lstm_cell.SHIPPED_SOURCE, (
+        "lstm_cell.py changed: if intended, and every test passes (test_the_textbook_derivatives_are_those_of"
+        f"_the_cells_own_step among them), set SHIPPED_SOURCE to {lstm_cell.source_digest()!r}"
+    )
     assert lstm_cell.AS_SHIPPED
+
+
+def test_what_the_fast_path_takes_as_known_is_checked_at_every_call(monkeypatch):
+    # Each change below leaves the shipped classes as they are, yet changes what calling a cell computes:
+    # the layer must then call it, as stepping it does.
+    def relu_activation(self, c_next):
+        return torch.relu(c_next)
+
+    def halving_check_state(state, shape, like):
+        h, c = check_state(state, shape, like)
+        return h, 0.5 * c
+
+    check_state = lstm_cell.check_state
+    changes = [
+        lambda patch: patch.setattr(LSTMCell.output_activation, "__code__", relu_activation.__code__),
+        lambda patch: patch.setattr(lstm_cell, "check_state", halving_check_state),
+        lambda patch: patch.setattr(torch.Tensor, "__matmul__", lambda a, b: torch.matmul(a, b) * 2),
+    ]
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    for change in changes:
+        lstm = LSTM(3, 4, dtype=F64)
+        assert lstm.training_path() == "bptt"
+        with monkeypatch.context() as patch:
+            change(patch)
+            assert lstm.training_path() == "autograd"
+            gradients_match_step_by_step(lstm, x)
+        assert lstm.training_path() == "bptt"
+
+
+class DoubledMatmul(torch.Tensor):
+    """A tensor subclass whose matrix products are doubled: its own code for the ops it sees."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        return out * 2 if getattr(func, "__name__", "") in ("matmul", "__matmul__") else out
+
+
+def test_tensor_subclasses_as_parameters_or_input_are_what_trains():
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 3, dtype=F64)
+    lstm = LSTM(3, 4, dtype=F64)
+    cell = lstm.cells[0]
+    for name, parameter in list(cell.named_parameters()):
+        setattr(cell, name, nn.Parameter(parameter.detach().as_subclass(DoubledMatmul)))
+    assert lstm.training_path() == "autograd"
+    gradients_match_step_by_step(lstm, x)
+    plain = LSTM(3, 4, dtype=F64)
+    subclassed = x.as_subclass(DoubledMatmul)
+    with torch.no_grad():
+        expected = step_by_step_reference(plain, subclassed)[0]
+        assert_close(
+            plain(subclassed)[0].as_subclass(torch.Tensor), expected.as_subclass(torch.Tensor), F64, "x"
+        )
+
+
+def test_a_torch_dispatch_mode_is_followed_by_the_layer():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RoundedProducts(TorchDispatchMode):  # matrix products rounded to bfloat16, as a low-precision mode
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                return out.bfloat16().to(out.dtype)
+            return out
+
+    torch.manual_seed(0)
+    lstm, x = LSTM(3, 4, dtype=F64), torch.randn(5, 2, 3, dtype=F64)
+    with RoundedProducts():
+        assert lstm.training_path() == "autograd"
+        gradients_match_step_by_step(lstm, x)
+
+
+def test_a_peephole_replaced_between_forward_and_backward_is_refused():
+    torch.manual_seed(0)
+    lstm = LSTM(3, 4, variant="peephole", dtype=F64)
+    output, _ = lstm(torch.randn(5, 2, 3, dtype=F64))
+    lstm.cells[0].p_i = nn.Parameter(torch.full((4,), 3.0, dtype=F64))
+    with pytest.raises(RuntimeError, match="own parameters were replaced after the forward pass"):
+        output.square().sum().backward()
 
 
 def test_auto_trains_large_states_with_autograd():
@@ -1516,6 +1610,19 @@ def test_constructors_reject_bad_settings(make, error, words):
         assert word in str(raised.value)
 
 
+class NegatedLSTM(nn.LSTM):
+    """An nn.LSTM whose call computes more than its weights say."""
+
+    def forward(self, *args):
+        output, state = super().forward(*args)
+        return -output, state
+
+
+def hooked(module: nn.Module) -> nn.Module:
+    module.register_forward_hook(lambda module, inputs, output: None)
+    return module
+
+
 @pytest.mark.parametrize(
     ("convert", "given", "error", "words"),
     [
@@ -1526,6 +1633,9 @@ def test_constructors_reject_bad_settings(make, error, words):
         (LSTM.from_torch, nn.LSTM(2, 3, bidirectional=True), ValueError, ["bidirectional=True"]),
         (LSTM.from_torch, nn.LSTM(2, 3, proj_size=2), ValueError, ["proj_size=2"]),
         (VARIANTS["cifg"].from_torch, nn.LSTMCell(2, 3), ValueError, ["CoupledGateLSTMCell", "variant"]),
+        (LSTM.from_torch, NegatedLSTM(2, 3), ValueError, ["torch.nn.LSTM's own computation", "NegatedLSTM"]),
+        (LSTM.from_torch, hooked(nn.LSTM(2, 3)), ValueError, ["LSTM with hooks", "would be lost"]),
+        (LSTMCell.from_torch, hooked(nn.LSTMCell(2, 3)), ValueError, ["LSTMCell with hooks"]),
     ],
 )
 def test_from_torch_refuses_what_it_cannot_convert(convert, given, error, words):

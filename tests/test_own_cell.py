@@ -85,6 +85,12 @@ class OwnForwardCell(LSTMCell):
         return super().forward(x, state)
 
 
+class HalvedForwardCell(LSTMCell):
+    def forward(self, x, state=None):
+        h, c = super().forward(x, state)
+        return 0.5 * h, c
+
+
 not_a_cell = 3
 """
 
@@ -327,14 +333,17 @@ def test_a_cell_that_exits_or_fails_at_the_published_sizes_is_reported(folder, c
     assert not (folder / "out").exists()
 
 
-def test_readout_c_with_a_cell_of_its_own_forward_is_a_usage_error(folder, capsys):
+def test_readout_c_with_a_cell_whose_forward_changes_its_step_is_a_usage_error(folder, capsys):
     with pytest.raises(SystemExit) as stop:
         binary_counting.main(
-            ["--readout", "c", "--variant", "odd_cells.py:OwnForwardCell", "--out-dir", "out"]
+            ["--readout", "c", "--variant", "odd_cells.py:HalvedForwardCell", "--out-dir", "out"]
         )
     assert stop.value.code == 2
     assert "--readout c reads the cell state through LSTM.trace" in capsys.readouterr().err
     assert not (folder / "out").exists()
+    # A forward of its own that returns what its step returned is traced as it runs.
+    config = binary_counting.Config(readout="c", variant="odd_cells.py:OwnForwardCell")
+    assert binary_counting.settings_problem(config) is None
 
 
 def test_check_cell_says_a_dropout_cell_is_random_in_training(folder, capsys):
