@@ -458,46 +458,37 @@ BPTT_LARGEST_STATE = {"bptt": 2048, "bptt, local derivatives by autograd": 512}
 def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", record=None):
     """One layer over x (seq_len, batch, input_size) from h, c (batch, hidden): (every step's h, (h, c)).
 
-    The loop over time; each step runs the cell's own code (`stepper`), and hands `record`, where
-    given, every step's dict. A "bptt" path runs this loop inside lstm_bptt, which differentiates it.
+    "autograd" calls the cell, `cell(x_t, (h, c))`, at every step; with `record` (`trace`), which is
+    handed every step's dict, as its step returned it at each call (`traced_steps`). A shipped cell
+    without gradients (WITHOUT_GRADIENTS) runs its step on pre-activations from stacked matrices
+    (`stacked_steps`), as it does inside lstm_bptt, which differentiates that loop ("bptt" paths).
     """
     if path.startswith("bptt"):
         return backpropagated_by_hand(cell, x, h, c, path)
-    with recording_steps(cell) if record is not None else contextlib.nullcontext() as calls:
-        step, hs = stepper(cell, x, path, calls), []
-        for t in range(len(x)):
-            steps = step(t, h, c)
-            h, c = steps["h"], steps["c"]
-            hs.append(h)
-            if record is not None:
-                record(steps)
+    if path == WITHOUT_GRADIENTS:
+        return over_time(stacked_steps(cell, x), len(x), h, c, record)
+    if record is None:
+        return over_time(lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True)), len(x), h, c)
+    with recording_steps(cell) as calls:
+        return over_time(traced_steps(cell, x, calls), len(x), h, c, record)
+
+
+def over_time(step: Callable[[int, Tensor, Tensor], Steps], steps: int, h: Tensor, c: Tensor, record=None):
+    """The loop over time: `step(t, h, c)` for t = 0 … steps − 1, each from the last one's h and c."""
+    hs = []
+    for t in range(steps):
+        out = step(t, h, c)
+        h, c = out["h"], out["c"]
+        hs.append(h)
+        if record is not None:
+            record(out)
     return torch.stack(hs), (h, c)
 
 
-def stepper(
-    cell: LSTMCell, x: Tensor, path: str, calls: list | None
-) -> Callable[[int, Tensor, Tensor], Steps]:
-    """Step t from (h, c). "autograd" calls `cell(x_t, (h, c))` (for `trace`, with `calls`, the record
-    of its step's calls, which must hold one, whose h and c the call returned). A shipped cell
-    (WITHOUT_GRADIENTS, and inside lstm_bptt), whose a_t = (W_x x_t + b) + W_h h_{t-1} the layer knows,
-    runs `cell.step` on a_t from stacked matrices, the input's share, which needs no recurrence,
-    computed PROJECTION_STEPS steps at a time."""
-    if path != WITHOUT_GRADIENTS:
-        if calls is None:
-            return lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True))
-
-        def traced(t: int, h: Tensor, c: Tensor) -> Steps:
-            calls.clear()
-            h_next, c_next = cell(x[t], (h, c))
-            if len(calls) != 1 or calls[0]["h"] is not h_next or calls[0]["c"] is not c_next:
-                raise ValueError(
-                    f"trace reads the gates from {type(cell).__name__}.step, but calling this cell did not "
-                    "return what one call of its step returned (its own forward or a hook changed it): "
-                    "trace by hand"
-                )
-            return calls[0]
-
-        return traced
+def stacked_steps(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
+    """Step t of a shipped cell, whose a_t = (W_x x_t + b) + W_h h_{t-1} the layer knows: `cell.step` on
+    a_t from stacked matrices, the input's share, which needs no recurrence, computed PROJECTION_STEPS
+    steps at a time; the step's dict with "a", a_t, added."""
     W_x, W_h, b = lstm_bptt.stack_weights(gate_parameters(cell), len(cell.GATES))
     W_h_T, chunk = W_h.T, {}
 
@@ -509,6 +500,24 @@ def stepper(
         steps = cell.step(chunk["gates"][t % PROJECTION_STEPS], c)
         steps["a"] = a
         return steps
+
+    return step
+
+
+def traced_steps(cell: LSTMCell, x: Tensor, calls: list[Steps]) -> Callable[[int, Tensor, Tensor], Steps]:
+    """Step t as the layer runs it, `cell(x_t, (h, c))`, returning what its step returned (`calls`, the
+    record of `recording_steps`); ValueError where the call did not return what one call of its step did."""
+
+    def step(t: int, h: Tensor, c: Tensor) -> Steps:
+        calls.clear()
+        h_next, c_next = cell(x[t], (h, c))
+        if len(calls) != 1 or calls[0]["h"] is not h_next or calls[0]["c"] is not c_next:
+            raise ValueError(
+                f"trace reads the gates from {type(cell).__name__}.step, but calling this cell did not "
+                "return what one call of its step returned (its own forward or a hook changed it): "
+                "trace by hand"
+            )
+        return calls[0]
 
     return step
 
@@ -586,7 +595,7 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
 # edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
 # LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
-SHIPPED_SOURCE = "9ee50b7832e1eb6b"
+SHIPPED_SOURCE = "6019e5f1fdc2c8b5"
 
 
 def source_digest() -> str | None:
