@@ -31,7 +31,7 @@ from experiment_utils import (
 # Quick settings, chosen from measured runs. Binary counting sits on a plateau (predicting the mean
 # count, loss ≈ 5) for its first ~1 500 Adam steps whatever the data size, so the quick run keeps the
 # published 10 000 sequences and stops after 6 epochs, when validation accuracy is above 99 %.
-# The sine wave takes 8 windows per SGD step with 8× the learning rate: a tenth of the steps of the
+# The sine wave takes 8 windows per SGD step with 8× the learning rate: an eighth of the steps of the
 # published batch-1 run, nearly the same loss curve.
 QUICK_BINARY_COUNTING = {"epochs": 6}
 QUICK_SINE_WAVE = {"batch_size": 8, "lr": 0.08}

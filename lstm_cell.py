@@ -340,7 +340,8 @@ class LSTM(nn.Module):
     def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
         """Every step's i, f, g, o, c and h, one dict per layer, each laid out like `output`.
 
-        Recorded from the cells' own `step`, as each call of the cell ran it, in the loop that trains,
+        Recorded from the cells' own `step`, as each call `cell(x_t, (h, c))` ran it in the layer's loop
+        (for a shipped cell, whose training path stacks the matrices, equal to it to float rounding),
         differentiable by autograd. For a gate a variant removes, the value the variant uses (ones, or
         1 − i for CIFG's f). Raises ValueError for a cell whose call does not return what one call of its
         step returned (its own forward or a hook changed it), whose gates the record would not explain.
@@ -595,7 +596,7 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
 # edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
 # LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
-SHIPPED_SOURCE = "6019e5f1fdc2c8b5"
+SHIPPED_SOURCE = "de0d45cd9c297071"
 
 
 def source_digest() -> str | None:
