@@ -19,15 +19,15 @@ conversions to and from `torch.nn.LSTM`, and the input checks.
 
 from __future__ import annotations
 
-import contextlib
+import contextvars
 import hashlib
-import inspect
 import math
 import operator
-import sys
+import re
 import types
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,7 @@ import lstm_bptt
 
 State = tuple[Tensor, Tensor]
 Steps = dict[str, Tensor]  # one step's i, f, g, o, c and h (and "a", the pre-activations, in lstm_bptt)
+STEP_RECORD = contextvars.ContextVar("STEP_RECORD", default=None)  # LSTM.trace's, while it runs
 
 
 class LSTMCell(nn.Module):
@@ -81,6 +82,8 @@ class LSTMCell(nn.Module):
         check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=first_weight(self), name="x")
         h, c = check_state(state, (x.shape[0], self.hidden_size), like=x)
         steps = self.step(self.preactivations(x, h), c)
+        if (record := STEP_RECORD.get()) is not None:  # LSTM.trace is reading the step
+            record.append((self, dict(steps), {key: value._version for key, value in steps.items()}))
         return steps["h"], steps["c"]
 
     def preactivations(self, x: Tensor, h: Tensor) -> dict[str, Tensor]:
@@ -470,8 +473,7 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", 
         return over_time(stacked_steps(cell, x), len(x), h, c, record)
     if record is None:
         return over_time(lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True)), len(x), h, c)
-    with recording_steps(cell) as calls:
-        return over_time(traced_steps(cell, x, calls), len(x), h, c, record)
+    return over_time(traced_steps(cell, x), len(x), h, c, record)
 
 
 def over_time(step: Callable[[int, Tensor, Tensor], Steps], steps: int, h: Tensor, c: Tensor, record=None):
@@ -505,36 +507,30 @@ def stacked_steps(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], 
     return step
 
 
-def traced_steps(cell: LSTMCell, x: Tensor, calls: list[Steps]) -> Callable[[int, Tensor, Tensor], Steps]:
-    """Step t as the layer runs it, `cell(x_t, (h, c))`, returning what its step returned (`calls`, the
-    record of `recording_steps`); ValueError where the call did not return what one call of its step did."""
+def traced_steps(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
+    """Step t as the layer runs it, `cell(x_t, (h, c))`, returning what LSTMCell.forward's step returned
+    in that call (STEP_RECORD); ValueError where the call did not return that step's h and c as they
+    were (its own forward or a hook changed them, or it never ran LSTMCell.forward)."""
 
     def step(t: int, h: Tensor, c: Tensor) -> Steps:
-        calls.clear()
-        h_next, c_next = cell(x[t], (h, c))
-        if len(calls) != 1 or calls[0]["h"] is not h_next or calls[0]["c"] is not c_next:
-            raise ValueError(
-                f"trace reads the gates from {type(cell).__name__}.step, but calling this cell did not "
-                "return what one call of its step returned (its own forward or a hook changed it): "
-                "trace by hand"
-            )
-        return calls[0]
+        calls = []
+        token = STEP_RECORD.set(calls)
+        try:
+            h_next, c_next = cell(x[t], (h, c))
+        finally:
+            STEP_RECORD.reset(token)
+        mine = [(steps, versions) for caller, steps, versions in calls if caller is cell]
+        if len(mine) == 1 and mine[0][0]["h"] is h_next and mine[0][0]["c"] is c_next:
+            steps, versions = mine[0]
+            if all(value._version == versions[key] for key, value in steps.items()):
+                return steps
+        raise ValueError(
+            f"trace reads the gates from {type(cell).__name__}.step, but calling this cell did not return "
+            "what one run of LSTMCell.forward's step returned (its own forward or a hook changed it): "
+            "trace by hand"
+        )
 
     return step
-
-
-@contextlib.contextmanager
-def recording_steps(cell: LSTMCell):
-    """`cell.step` replaced, for the duration, by itself keeping what each call returns (the list yielded)."""
-    calls, own, step = [], vars(cell).get("step"), cell.step
-    cell.step = lambda a, c: calls.append(step(a, c)) or calls[-1]
-    try:
-        yield calls
-    finally:
-        if own is None:
-            del cell.step
-        else:
-            cell.step = own
 
 
 def backpropagated_by_hand(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path: str):
@@ -543,10 +539,12 @@ def backpropagated_by_hand(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path
     parameters, own = gate_parameters(cell), own_parameters(cell)
 
     def local(a: Tensor, c: Tensor) -> State:  # in the backward pass, which runs the step again
-        if [id(parameter) for parameter in own_parameters(cell)] != [id(parameter) for parameter in own]:
+        same = [id(parameter) for parameter in own_parameters(cell)] == [id(parameter) for parameter in own]
+        if not same or shipped_path(cell) is None:
             raise RuntimeError(
-                f"{type(cell).__name__}'s own parameters were replaced after the forward pass: its backward "
-                "pass runs the step again, on the parameters it ran with; replace them after backward"
+                f"{type(cell).__name__} changed after the forward pass (its own parameters replaced, a "
+                "method or an attribute set): its backward pass runs the step again, as it ran forward; "
+                "change the cell after backward"
             )
         steps = cell.step(gate_inputs(cell, a), c)
         return steps["c"], steps["h"]
@@ -596,32 +594,37 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
 # edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
 # LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
-SHIPPED_SOURCE = "e1a4ecf32d9f360a"
+SHIPPED_SOURCE = "5e2a4209f5437054"
 
 
 def source_digest() -> str | None:
-    """The SHA-256 of this module's source without its SHIPPED_SOURCE line (None where none is readable)."""
+    """The SHA-256 of this module's source with the value of SHIPPED_SOURCE blanked, or None where none can
+    be read (a frozen or exec'd module: nothing is then known)."""
     try:
-        lines = inspect.getsource(sys.modules[__name__]).splitlines()
-    except (OSError, TypeError):  # no source to read (a frozen or exec'd module): nothing is known
+        text = Path(__file__).read_text()
+    except (OSError, NameError):
         return None
-    text = "\n".join(line for line in lines if not line.startswith("SHIPPED_SOURCE = "))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    text = re.sub(r'^SHIPPED_SOURCE = "[0-9a-f]*"$', 'SHIPPED_SOURCE = ""', text, count=1, flags=re.M)
+    return hashlib.sha256("\n".join(text.splitlines()).encode()).hexdigest()[:16]
+
+
+def names_of(namespace) -> dict:
+    """A class's or module's names and what they hold, less those Python adds as it goes."""
+    return {name: value for name, value in namespace.items() if name not in ADDED_BY_PYTHON}
 
 
 AS_SHIPPED = source_digest() == SHIPPED_SOURCE
-SHIPPED_CLASSES = {cls: dict(vars(cls)) for cls in VARIANTS.values()}  # their contents at import
-CODE = (types.FunctionType, types.ModuleType, type)  # the values of a module that are code
+# Their contents at import: the shipped classes and the classes of PyTorch whose methods the shipped code,
+# the layer's steps and lstm_bptt call (a method patched since, Tensor.sigmoid replaced, say, or a Parameter
+# given its own __radd__, is code the hand-written path does not know).
+ADDED_BY_PYTHON = {"__slotnames__", "__warningregistry__"}  # as it copies a class's objects, or warns
+SHIPPED_CLASSES = {cls: names_of(vars(cls)) for cls in VARIANTS.values()}
+TORCH_CLASSES = {cls: names_of(vars(cls)) for cls in (Tensor, torch._C.TensorBase, nn.Parameter, nn.Module)}
+# The functions of torch they call, as at import; the same for this module and lstm_bptt (at the end).
+TORCH_NAMES = [(torch, name) for name in ("sigmoid", "tanh", "ones_like", "addmm", "addcmul", "stack", "cat")]
+TORCH_NAMES += [(torch, name) for name in ("matmul", "mul", "zeros")] + [(torch.autograd, "grad")]
 OWN_PARAMETERS = {PeepholeLSTMCell: {"p_i", "p_f", "p_o"}}  # a shipped class's parameters beyond the gates'
 INSTANCE_ATTRIBUTES = set(vars(nn.Module())) | {"input_size", "hidden_size", "bias", "forget_bias"}
-# What the shipped cells, the layer's steps and lstm_bptt's derivatives call, as PyTorch had them at import:
-# a function patched since (torch.sigmoid replaced, say) is code the hand-written derivatives do not know.
-TORCH_NAMES = [(torch, name) for name in ("sigmoid", "tanh", "ones_like", "addmm", "addcmul", "stack", "cat")]
-TORCH_NAMES += [(torch, name) for name in ("matmul", "mul", "zeros")]
-TORCH_NAMES += [(Tensor, name) for name in ("sigmoid", "tanh", "chunk", "__mul__", "__rmul__", "__add__")]
-TORCH_NAMES += [(Tensor, name) for name in ("__radd__", "__sub__", "__rsub__", "__matmul__", "T", "addmm_")]
-TORCH_NAMES += [(Tensor, name) for name in ("addcmul_", "unbind", "unflatten")]
-TORCH_NAMES += [(nn.Module, name) for name in ("__call__", "_call_impl", "__getattr__", "__getattribute__")]
 
 
 def shipped_path(cell: LSTMCell) -> str | None:
@@ -644,23 +647,24 @@ def shipped_path(cell: LSTMCell) -> str | None:
 
 
 def as_shipped(cls: type) -> bool:
-    """Whether `cls`, the classes it inherits from in this file and the module's functions hold what they
-    held at import, from the source this file ships, and the PyTorch functions they call are PyTorch's."""
-    shipped = [klass for klass in cls.__mro__ if klass in SHIPPED_CLASSES]
-    unchanged = all(vars(klass) == SHIPPED_CLASSES[klass] for klass in shipped)
+    """Whether `cls`, the classes it inherits from in this file, this module and lstm_bptt hold what they
+    held at import, from the source this file ships, and the PyTorch functions and classes they call are
+    as they were then: compared as dicts and lists, which is quick (it runs at every forward)."""
+    classes = {
+        **{klass: SHIPPED_CLASSES[klass] for klass in cls.__mro__ if klass in SHIPPED_CLASSES},
+        **TORCH_CLASSES,
+    }
+    namespaces = [(vars(klass), then) for klass, then in classes.items()] + [(globals(), MODULE_AT_IMPORT)]
+    namespaces.append((vars(lstm_bptt), LSTM_BPTT_AT_IMPORT))
+    unchanged = all(now == then or names_of(now) == then for now, then in namespaces)  # dicts: quick
     return AS_SHIPPED and unchanged and code_now() == CODE_AT_IMPORT
 
 
 def code_now() -> list[list]:
-    """What the hand-written path takes as known, as it is now: the PyTorch functions of TORCH_NAMES,
-    what this module's names of code hold, and each function's code and defaults (compared as lists,
-    which is quick: `as_shipped` runs at every forward)."""
+    """The PyTorch functions of TORCH_NAMES, and the code and defaults of every function of this module,
+    of lstm_bptt and of the shipped classes (a `__code__` swapped in place is code they do not know)."""
     owners, attributes = zip(*TORCH_NAMES, strict=True)
-    return [
-        list(map(getattr, owners, attributes)),
-        list(map(MODULE.get, MODULE_CODE)),
-        list(map(CODE_OF, FUNCTIONS)),
-    ]
+    return [list(map(getattr, owners, attributes)), list(map(CODE_OF, FUNCTIONS))]
 
 
 def has_hooks(cell: nn.Module) -> bool:
@@ -893,12 +897,12 @@ def check_state(state: State | None, shape: tuple[int, ...], like: Tensor) -> St
     return state
 
 
-# At the end, what this module holds as shipped: its functions, classes and modules by name, and each
-# function's code and defaults (a `__code__` swapped in place is code the hand-written derivatives do not
-# know).
-MODULE, MODULE_CODE = globals(), {name: value for name, value in globals().items() if isinstance(value, CODE)}
-FUNCTIONS = [value for value in MODULE_CODE.values() if isinstance(value, types.FunctionType)]
+# At the end, what this module and lstm_bptt hold as shipped, and the functions whose code code_now reads.
+FUNCTIONS = [value for module in (globals(), vars(lstm_bptt)) for value in module.values()]
 FUNCTIONS += [getattr(value, "__func__", value) for cls in SHIPPED_CLASSES for value in vars(cls).values()]
 FUNCTIONS = [function for function in FUNCTIONS if isinstance(function, types.FunctionType)]
 CODE_OF = operator.attrgetter("__code__", "__defaults__")
 CODE_AT_IMPORT = code_now()
+LSTM_BPTT_AT_IMPORT = names_of(vars(lstm_bptt))
+MODULE_AT_IMPORT = {}
+MODULE_AT_IMPORT.update(names_of(globals()))  # itself included: the last name this module binds

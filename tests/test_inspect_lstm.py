@@ -386,15 +386,15 @@ def test_step_figure_takes_any_layout_dtype_and_a_model_in_float64() -> None:
 
 
 def test_torch_parity_counts_a_nan_as_infinite_and_refuses_bad_settings(monkeypatch) -> None:
-    import lstm_bptt
+    import lstm_cell
 
-    original = lstm_bptt.run_layer
+    original = lstm_cell.over_time  # the layer's loop over time, which every way of running it runs
 
     def poisoned(*args, **kwargs):
         output, (h, c) = original(*args, **kwargs)
         return output, (h, c * float("nan"))
 
-    monkeypatch.setattr(lstm_bptt, "run_layer", poisoned)
+    monkeypatch.setattr(lstm_cell, "over_time", poisoned)
     differences = inspect_lstm.torch_parity(torch.float64)
     assert max(differences.values()) == float("inf")
     monkeypatch.undo()

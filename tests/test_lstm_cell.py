@@ -606,7 +606,14 @@ def test_trace_refuses_a_cell_whose_call_runs_more_than_its_step():
     )
     with pytest.raises(ValueError, match=r"LSTMCell\.step.*own forward or a hook"):
         lstm.trace(x)
-    assert "step" not in vars(lstm.cells[0])  # the record of the step's calls is gone again
+
+    def zero_c(module, inputs, output) -> None:  # the step's c, changed in place after it
+        output[1].mul_(0)
+
+    lstm = LSTM(3, 4)
+    lstm.cells[0].register_forward_hook(zero_c)
+    with pytest.raises(ValueError, match=r"LSTMCell\.step.*own forward or a hook"):
+        lstm.trace(x)
 
 
 class MixingCell(LSTMCell):
@@ -710,11 +717,18 @@ def test_what_the_fast_path_takes_as_known_is_checked_at_every_call(monkeypatch)
         h, c = check_state(state, shape, like)
         return h, 0.5 * c
 
-    check_state = lstm_cell.check_state
+    check_state, input_projections = lstm_cell.check_state, lstm_bptt.input_projections
     changes = [
         lambda patch: patch.setattr(LSTMCell.output_activation, "__code__", relu_activation.__code__),
         lambda patch: patch.setattr(lstm_cell, "check_state", halving_check_state),
         lambda patch: patch.setattr(torch.Tensor, "__matmul__", lambda a, b: torch.matmul(a, b) * 2),
+        lambda patch: patch.setattr(
+            nn.Parameter, "__radd__", lambda b, a: torch.add(a, b) * 2, raising=False
+        ),
+        lambda patch: patch.setattr(
+            lstm_bptt, "input_projections", lambda *args: input_projections(*args) * 2
+        ),
+        lambda patch: patch.setattr(lstm_cell, "getattr", getattr, raising=False),  # a name it did not have
     ]
     torch.manual_seed(0)
     x = torch.randn(5, 2, 3, dtype=F64)
@@ -777,7 +791,7 @@ def test_a_peephole_replaced_between_forward_and_backward_is_refused():
     lstm = LSTM(3, 4, variant="peephole", dtype=F64)
     output, _ = lstm(torch.randn(5, 2, 3, dtype=F64))
     lstm.cells[0].p_i = nn.Parameter(torch.full((4,), 3.0, dtype=F64))
-    with pytest.raises(RuntimeError, match="own parameters were replaced after the forward pass"):
+    with pytest.raises(RuntimeError, match=r"changed after the forward pass \(its own parameters replaced"):
         output.square().sum().backward()
 
 
