@@ -82,7 +82,8 @@ class LSTMCell(nn.Module):
         check_input(x, f"(batch, input_size={self.input_size})", rank=2, like=first_weight(self), name="x")
         h, c = check_state(state, (x.shape[0], self.hidden_size), like=x)
         steps = self.step(self.preactivations(x, h), c)
-        if (record := STEP_RECORD.get()) is not None:  # LSTM.trace is reading the step
+        # LSTM.trace is reading the step (never under torch.compile, which cannot trace a ContextVar)
+        if not torch.compiler.is_compiling() and (record := STEP_RECORD.get()) is not None:
             record.append((self, dict(steps), {key: value._version for key, value in steps.items()}))
         return steps["h"], steps["c"]
 
@@ -456,7 +457,7 @@ WITHOUT_GRADIENTS = "shipped cell, without gradients"
 PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
 # The largest batch × hidden_size at which "auto" backpropagates by hand: beyond, the arithmetic, not the
 # number of calls, takes the time, and autograd is as fast or faster (benchmarks/README.md).
-BPTT_LARGEST_STATE = {"bptt": 2048, "bptt, local derivatives by autograd": 512}
+BPTT_LARGEST_STATE = {"bptt": 8192, "bptt, local derivatives by autograd": 8192}
 
 
 def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", record=None):
@@ -470,22 +471,30 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", 
     if path.startswith("bptt"):
         return backpropagated_by_hand(cell, x, h, c, path)
     if path == WITHOUT_GRADIENTS:
-        return over_time(stacked_steps(cell, x), len(x), h, c, record)
+        return over_time(stacked_steps(cell, x), len(x), h, c, record, hs=x.new_empty(len(x), *h.shape))
     if record is None:
         return over_time(lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True)), len(x), h, c)
     return over_time(traced_steps(cell, x), len(x), h, c, record)
 
 
-def over_time(step: Callable[[int, Tensor, Tensor], Steps], steps: int, h: Tensor, c: Tensor, record=None):
-    """The loop over time: `step(t, h, c)` for t = 0 … steps − 1, each from the last one's h and c."""
-    hs = []
+def over_time(
+    step: Callable[[int, Tensor, Tensor], Steps], steps: int, h: Tensor, c: Tensor, record=None, hs=None
+):
+    """The loop over time: `step(t, h, c)` for t = 0 … steps − 1, each from the last one's h and c.
+    `hs`: where every step's h goes, where no graph is kept (a long sequence never holds its outputs
+    twice, every step's and stacked); otherwise they are stacked at the end."""
+    stacked = hs is None
+    hs = [] if stacked else hs
     for t in range(steps):
         out = step(t, h, c)
         h, c = out["h"], out["c"]
-        hs.append(h)
+        if stacked:
+            hs.append(h)
+        else:
+            hs[t] = h
         if record is not None:
             record(out)
-    return torch.stack(hs), (h, c)
+    return (torch.stack(hs) if stacked else hs), (h, c)
 
 
 def stacked_steps(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
@@ -594,7 +603,7 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
 # edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
 # LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
-SHIPPED_SOURCE = "5e2a4209f5437054"
+SHIPPED_SOURCE = "0997428b8259a86f"
 
 
 def source_digest() -> str | None:
@@ -608,9 +617,14 @@ def source_digest() -> str | None:
     return hashlib.sha256("\n".join(text.splitlines()).encode()).hexdigest()[:16]
 
 
-def names_of(namespace) -> dict:
-    """A class's or module's names and what they hold, less those Python adds as it goes."""
-    return {name: value for name, value in namespace.items() if name not in ADDED_BY_PYTHON}
+def names_of(namespace, private: bool = True) -> dict:
+    """A class's or module's names and what they hold, less those Python adds as it goes, and with
+    private=False those starting with "_" (torch.compile keeps its compiled code in a module's globals)."""
+    return {
+        name: value
+        for name, value in namespace.items()
+        if name not in ADDED_BY_PYTHON and (private or not name.startswith("_"))
+    }
 
 
 AS_SHIPPED = source_digest() == SHIPPED_SOURCE
@@ -619,10 +633,11 @@ AS_SHIPPED = source_digest() == SHIPPED_SOURCE
 # given its own __radd__, is code the hand-written path does not know).
 ADDED_BY_PYTHON = {"__slotnames__", "__warningregistry__"}  # as it copies a class's objects, or warns
 SHIPPED_CLASSES = {cls: names_of(vars(cls)) for cls in VARIANTS.values()}
-TORCH_CLASSES = {cls: names_of(vars(cls)) for cls in (Tensor, torch._C.TensorBase, nn.Parameter, nn.Module)}
+TORCH_CLASSES = {cls: names_of(vars(cls)) for cls in (Tensor, torch._C.TensorBase, nn.Parameter)}
 # The functions of torch they call, as at import; the same for this module and lstm_bptt (at the end).
 TORCH_NAMES = [(torch, name) for name in ("sigmoid", "tanh", "ones_like", "addmm", "addcmul", "stack", "cat")]
 TORCH_NAMES += [(torch, name) for name in ("matmul", "mul", "zeros")] + [(torch.autograd, "grad")]
+TORCH_NAMES += [(nn.Module, name) for name in ("__call__", "_call_impl", "__getattr__", "__setattr__")]
 OWN_PARAMETERS = {PeepholeLSTMCell: {"p_i", "p_f", "p_o"}}  # a shipped class's parameters beyond the gates'
 INSTANCE_ATTRIBUTES = set(vars(nn.Module())) | {"input_size", "hidden_size", "bias", "forget_bias"}
 
@@ -654,9 +669,11 @@ def as_shipped(cls: type) -> bool:
         **{klass: SHIPPED_CLASSES[klass] for klass in cls.__mro__ if klass in SHIPPED_CLASSES},
         **TORCH_CLASSES,
     }
-    namespaces = [(vars(klass), then) for klass, then in classes.items()] + [(globals(), MODULE_AT_IMPORT)]
-    namespaces.append((vars(lstm_bptt), LSTM_BPTT_AT_IMPORT))
-    unchanged = all(now == then or names_of(now) == then for now, then in namespaces)  # dicts: quick
+    unchanged = all(vars(klass) == then or names_of(vars(klass)) == then for klass, then in classes.items())
+    modules = ((globals(), MODULE_AT_IMPORT), (vars(lstm_bptt), LSTM_BPTT_AT_IMPORT))
+    unchanged = unchanged and all(
+        names_of(now, private=False) == then for now, then in modules
+    )  # dicts: quick
     return AS_SHIPPED and unchanged and code_now() == CODE_AT_IMPORT
 
 
@@ -903,6 +920,6 @@ FUNCTIONS += [getattr(value, "__func__", value) for cls in SHIPPED_CLASSES for v
 FUNCTIONS = [function for function in FUNCTIONS if isinstance(function, types.FunctionType)]
 CODE_OF = operator.attrgetter("__code__", "__defaults__")
 CODE_AT_IMPORT = code_now()
-LSTM_BPTT_AT_IMPORT = names_of(vars(lstm_bptt))
+LSTM_BPTT_AT_IMPORT = names_of(vars(lstm_bptt), private=False)
 MODULE_AT_IMPORT = {}
-MODULE_AT_IMPORT.update(names_of(globals()))  # itself included: the last name this module binds
+MODULE_AT_IMPORT.update(names_of(globals(), private=False))  # itself included: the last name it binds
