@@ -365,7 +365,11 @@ class LSTM(nn.Module):
                 tensor.requires_grad for tensor in (layer_input, h_0, c_0, *cell.parameters())
             )
             plain = all(type(tensor) in (Tensor, nn.Parameter) for tensor in (layer_input, h_0, c_0))
-            path = "autograd" if records else self.path_of(cell, needs_grad, layer_input.shape[1], plain)
+            if records:  # trace: a shipped cell stepped on stacked matrices, any other called, by autograd
+                shipped = plain and special_mode() is None and shipped_path(cell) is not None
+                path = TRACED_BY_AUTOGRAD if shipped else "autograd"
+            else:
+                path = self.path_of(cell, needs_grad, layer_input.shape[1], plain)
             record = records[layer] if records else None
             layer_input, (h, c) = run_layer(cell, layer_input, h_0[layer], c_0[layer], path, record)
             h_n.append(h)
@@ -454,6 +458,7 @@ class LSTM(nn.Module):
 
 PATHS = ("bptt", "bptt, local derivatives by autograd", "autograd")
 WITHOUT_GRADIENTS = "shipped cell, without gradients"
+TRACED_BY_AUTOGRAD = "shipped cell, traced, by autograd"
 PROJECTION_STEPS = 256  # input projections computed this many steps at a time, to bound their memory
 # The largest batch × hidden_size at which "auto" backpropagates by hand: beyond, the arithmetic, not the
 # number of calls, takes the time, and autograd is as fast or faster (benchmarks/README.md).
@@ -472,6 +477,8 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", 
         return backpropagated_by_hand(cell, x, h, c, path)
     if path == WITHOUT_GRADIENTS:
         return over_time(stacked_steps(cell, x), len(x), h, c, record, hs=x.new_empty(len(x), *h.shape))
+    if path == TRACED_BY_AUTOGRAD:
+        return over_time(stacked_steps(cell, x, differentiable=True), len(x), h, c, record)
     if record is None:
         return over_time(lambda t, h, c: dict(zip("hc", cell(x[t], (h, c)), strict=True)), len(x), h, c)
     return over_time(traced_steps(cell, x), len(x), h, c, record)
@@ -497,23 +504,51 @@ def over_time(
     return (torch.stack(hs) if stacked else hs), (h, c)
 
 
-def stacked_steps(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
+def stacked_steps(
+    cell: LSTMCell, x: Tensor, differentiable: bool = False
+) -> Callable[[int, Tensor, Tensor], Steps]:
     """Step t of a shipped cell, whose a_t = (W_x x_t + b) + W_h h_{t-1} the layer knows: `cell.step` on
     a_t from stacked matrices, the input's share, which needs no recurrence, computed PROJECTION_STEPS
-    steps at a time; the step's dict with "a", a_t, added."""
-    W_x, W_h, b = lstm_bptt.stack_weights(gate_parameters(cell), len(cell.GATES))
+    steps at a time; the step's dict with "a", a_t, added. `differentiable`: for autograd (trace), a_t
+    computed out of place from matrices stacked by StackParameters."""
+    if differentiable:
+        W_x, W_h, b = StackParameters.apply(len(cell.GATES), *gate_parameters(cell))
+    else:
+        W_x, W_h, b = lstm_bptt.stack_weights(gate_parameters(cell), len(cell.GATES))
     W_h_T, chunk = W_h.T, {}
 
     def step(t: int, h: Tensor, c: Tensor) -> Steps:
         if t % PROJECTION_STEPS == 0:  # a_t starts as W_x x_t + b, and each gate's a_k is a view of it
             a = lstm_bptt.input_projections(x[t : t + PROJECTION_STEPS], W_x, b)
-            chunk["a"], chunk["gates"] = a.unbind(0), gate_views(cell, a)
+            chunk["a"], chunk["gates"] = a.unbind(0), None if differentiable else gate_views(cell, a)
+        if differentiable:
+            a = torch.addmm(chunk["a"][t % PROJECTION_STEPS], h, W_h_T)
+            return {**cell.step(gate_inputs(cell, a), c), "a": a}
         a = chunk["a"][t % PROJECTION_STEPS].addmm_(h, W_h_T)  # + W_h h_{t-1}, in place: the gates see it
         steps = cell.step(chunk["gates"][t % PROJECTION_STEPS], c)
         steps["a"] = a
         return steps
 
     return step
+
+
+class StackParameters(torch.autograd.Function):
+    """(W_x, W_h, b): the gate matrices concatenated in groups of `gates` (b None without bias), which
+    also saves the parameters: after an in-place change of one, backward raises as for torch.nn.LSTM
+    (torch.cat alone saves nothing, and the gradient would be taken at the old value)."""
+
+    @staticmethod
+    def forward(ctx, gates: int, *parameters: Tensor) -> tuple[Tensor | None, ...]:
+        ctx.save_for_backward(*parameters)
+        ctx.gates = gates
+        return lstm_bptt.stack_weights(parameters, gates)
+
+    @staticmethod
+    def backward(ctx, *gradients: Tensor | None) -> tuple[Tensor | None, ...]:
+        ctx.saved_tensors  # noqa: B018  (reading them is the check: it raises after an in-place change)
+        return None, *(
+            part for gradient in gradients if gradient is not None for part in gradient.chunk(ctx.gates)
+        )
 
 
 def traced_steps(cell: LSTMCell, x: Tensor) -> Callable[[int, Tensor, Tensor], Steps]:
@@ -603,7 +638,7 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
 # edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
 # LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
-SHIPPED_SOURCE = "0997428b8259a86f"
+SHIPPED_SOURCE = "65e5b6afb64697c0"
 
 
 def source_digest() -> str | None:

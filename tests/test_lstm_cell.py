@@ -576,6 +576,17 @@ def test_trace_of_a_cell_of_ones_own_records_what_the_layer_computes(cell_class)
     assert_close(torch.stack([layer["c"][-1] for layer in layers]), c_n, F64, "the last c is c_n")
 
 
+def test_trace_of_a_shipped_cell_is_its_training_path_and_raises_after_an_in_place_change():
+    torch.manual_seed(0)
+    lstm, x = LSTM(3, 4, num_layers=2, dtype=F64), torch.randn(5, 2, 3, dtype=F64)
+    assert torch.equal(lstm.trace(x)[-1]["h"], lstm(x)[0])  # the same stacked matrices, to the bit
+    c = lstm.trace(x)[0]["c"]
+    with torch.no_grad():
+        lstm.cells[0].W_hf.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        c.sum().backward()
+
+
 def test_trace_refuses_a_cell_whose_call_runs_more_than_its_step():
     x = torch.randn(5, 2, 3)
     with pytest.raises(ValueError, match=r"HalvedOutputCell\.step.*own forward or a hook"):
