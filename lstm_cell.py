@@ -344,10 +344,10 @@ class LSTM(nn.Module):
     def trace(self, x: Tensor, state: State | None = None) -> list[dict[str, Tensor]]:
         """Every step's i, f, g, o, c and h, one dict per layer, each laid out like `output`.
 
-        Recorded from the cells' own `step`, as each call `cell(x_t, (h, c))` ran it in the layer's loop
-        (for a shipped cell, whose training path stacks the matrices, equal to it to float rounding),
-        differentiable by autograd. For a gate a variant removes, the value the variant uses (ones, or
-        1 − i for CIFG's f). Raises ValueError for a cell whose call does not return what one call of its
+        Recorded from the cells' own `step` in the layer's loop, differentiable by autograd: a shipped
+        cell's stepped on stacked matrices as it trains (equal to its training path to the bit), any
+        other cell's as each call `cell(x_t, (h, c))` ran it. For a gate a variant removes, the value the
+        variant uses (ones, or 1 − i for CIFG's f). Raises ValueError for a cell whose call does not return what one call of its
         step returned (its own forward or a hook changed it), whose gates the record would not explain.
         """
         x, (h_0, c_0), restore = self.prepare(x, state)
@@ -469,7 +469,8 @@ def run_layer(cell: LSTMCell, x: Tensor, h: Tensor, c: Tensor, path="autograd", 
     """One layer over x (seq_len, batch, input_size) from h, c (batch, hidden): (every step's h, (h, c)).
 
     "autograd" calls the cell, `cell(x_t, (h, c))`, at every step; with `record` (`trace`), which is
-    handed every step's dict, as its step returned it at each call (`traced_steps`). A shipped cell
+    handed every step's dict, as its step returned it at each call (`traced_steps`); a shipped cell's
+    trace (TRACED_BY_AUTOGRAD) steps it on stacked matrices, by autograd. A shipped cell
     without gradients (WITHOUT_GRADIENTS) runs its step on pre-activations from stacked matrices
     (`stacked_steps`), as it does inside lstm_bptt, which differentiates that loop ("bptt" paths).
     """
@@ -638,7 +639,7 @@ def first_weight(cell: LSTMCell) -> Tensor:
 # The SHA-256 of this file's text without this line. tests/test_lstm_cell.py prints the new value after an
 # edit: put it in only where the tests pass, which check lstm_bptt's textbook derivatives against
 # LSTMCell.step; an edit that changes what a shipped step computes needs derivatives of its own.
-SHIPPED_SOURCE = "65e5b6afb64697c0"
+SHIPPED_SOURCE = "4639b24b325190ef"
 
 
 def source_digest() -> str | None:
